@@ -1,0 +1,66 @@
+/* keymesh's configuration schema: every key of the INI file, its default and its check.
+ * docs/CONFIG.md documents each key; keep the two in step. */
+#ifndef KM_DAEMON_CONFIG_H
+#define KM_DAEMON_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "core/conf.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "identity/derive.h"
+#include "identity/key.h"
+
+#define KM_CONFIG_MAX_LISTEN 8
+#define KM_CONFIG_MAX_ALIASES 256
+#define KM_CONFIG_PATH_MAX 4096
+#define KM_CONFIG_SOCK_MAX 108 /* sizeof(sockaddr_un.sun_path) */
+
+struct km_config_alias {
+    char name[64]; /* one DNS label, lowercase */
+    struct km_pubkey key;
+};
+
+/* A parse result: plain data, caller-allocated (it is large: heap or static storage). */
+struct km_config {
+    /* [node] */
+    char key_file[KM_CONFIG_PATH_MAX]; /* relative paths are under the state dir */
+    char suffix[KM_SUFFIX_MAX + 1];
+    uint16_t prefix;
+    /* [log] */
+    enum km_log_level log_level;
+    /* [control] */
+    char control_socket[KM_CONFIG_SOCK_MAX]; /* relative paths are under the state dir */
+    /* [mesh] */
+    struct km_conf_addr mesh_listen[KM_CONFIG_MAX_LISTEN];
+    size_t n_mesh_listen;
+    /* [socks5], [http] */
+    struct km_conf_addr socks5_listen[KM_CONFIG_MAX_LISTEN];
+    size_t n_socks5_listen;
+    struct km_conf_addr http_listen[KM_CONFIG_MAX_LISTEN];
+    size_t n_http_listen;
+    /* [aliases] */
+    struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
+    size_t n_aliases;
+};
+
+/* Fill c with the built-in defaults (what `keymesh up` runs on with no file). */
+void km_config_defaults(struct km_config *c);
+
+/* Parse INI text over the defaults. On error returns KM_ERR_CONFIG (or -errno, -ENOMEM) with
+ * err holding one line "<filename>:<line>: <message>"; c is then unspecified. Unknown sections
+ * and keys, bad values, duplicate single-valued keys, duplicate aliases and conflicting
+ * listeners are errors. */
+KM_MUST_CHECK int km_config_parse(struct km_config *c, const char *text, size_t len,
+                                  const char *filename, char *err, size_t errsz);
+
+/* Load a file: km_config_defaults then km_config_parse. */
+KM_MUST_CHECK int km_config_load(struct km_config *c, const char *path, char *err,
+                                 size_t errsz);
+
+/* Look up an alias (case-insensitive); NULL if none. Borrowed from c. */
+const struct km_pubkey *km_config_alias(const struct km_config *c, const char *name);
+
+#endif
