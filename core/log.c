@@ -80,6 +80,12 @@ char *km_log_escape(char *out, size_t outsz, const void *in, size_t len)
     if (outsz == 0) {
         return out;
     }
+    /* Reserve room for "..." only when the whole escaped text does not fit. */
+    size_t full = 0;
+    for (size_t i = 0; i < len; i++) {
+        full += (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\') ? 1 : 4;
+    }
+    size_t reserve = full < outsz ? 1 : 4;
     for (size_t i = 0; i < len; i++) {
         char tmp[4];
         size_t tl;
@@ -94,7 +100,7 @@ char *km_log_escape(char *out, size_t outsz, const void *in, size_t len)
             tl = 4;
         }
         /* Keep room for "..." and the NUL. */
-        if (o + tl + 4 > outsz) {
+        if (o + tl + reserve > outsz) {
             size_t k = 0;
             while (k < 3 && o + 1 < outsz) {
                 out[o++] = '.';
