@@ -44,7 +44,6 @@ void km_ctl_server_close(struct km_ctl_server *s);
  * one reply line. Returns 0 with *reply a new reference to the reply object;
  * KM_ERR_NOT_RUNNING when nobody listens at path; -ETIMEDOUT; KM_ERR_CTL_PROTO for a reply
  * that is not one JSON object; other -errno. */
-KM_MUST_CHECK int km_ctl_call(const char *path, const json_t *req, json_t **reply,
-                              int timeout_ms);
+KM_MUST_CHECK int km_ctl_call(const char *path, const json_t *req, json_t **reply, int timeout_ms);
 
 #endif

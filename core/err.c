@@ -7,8 +7,8 @@ const char *km_strerror(int err)
     switch (err) {
     case KM_OK:
         return "success";
-#define KM_ERR_MSG(name, value, msg)                                                     \
-    case KM_ERR_##name:                                                                  \
+#define KM_ERR_MSG(name, value, msg) \
+    case KM_ERR_##name:              \
         return msg;
         KM_ERR_MAP(KM_ERR_MSG)
 #undef KM_ERR_MSG
@@ -26,8 +26,8 @@ const char *km_err_name(int err)
     switch (err) {
     case KM_OK:
         return "KM_OK";
-#define KM_ERR_NAME(name, value, msg)                                                    \
-    case KM_ERR_##name:                                                                  \
+#define KM_ERR_NAME(name, value, msg) \
+    case KM_ERR_##name:               \
         return "KM_ERR_" #name;
         KM_ERR_MAP(KM_ERR_NAME)
 #undef KM_ERR_NAME

@@ -17,8 +17,8 @@ KM_MUST_CHECK int km_fs_read_file(const char *path, struct km_buf *out, mode_t *
 /* Write len bytes to path atomically: a temporary file in the same directory with the given
  * mode, fsync, rename over path (or fail with -EEXIST if path exists and !replace), then
  * fsync the directory. A crash leaves either the old file or the new one, never a mix. */
-KM_MUST_CHECK int km_fs_write_atomic(const char *path, const void *data, size_t len,
-                                     mode_t mode, int replace);
+KM_MUST_CHECK int km_fs_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                                     int replace);
 
 /* Create directory path and its missing parents; the last component gets mode. An existing
  * directory is accepted as is. Returns 0 or -errno. */

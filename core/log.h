@@ -40,11 +40,11 @@ void km_log_write(enum km_log_level level, const char *func, int err, const char
  * needed. Returns out. */
 char *km_log_escape(char *out, size_t outsz, const void *in, size_t len);
 
-#define KM_LOG_AT(lvl, err, ...)                                                         \
-    do {                                                                                 \
-        if (km_log_enabled(lvl)) {                                                       \
-            km_log_write((lvl), __func__, (err), __VA_ARGS__);                           \
-        }                                                                                \
+#define KM_LOG_AT(lvl, err, ...)                               \
+    do {                                                       \
+        if (km_log_enabled(lvl)) {                             \
+            km_log_write((lvl), __func__, (err), __VA_ARGS__); \
+        }                                                      \
     } while (0)
 
 #define KM_DEBUG(...) KM_LOG_AT(KM_LOG_DEBUG, 0, __VA_ARGS__)

@@ -66,8 +66,8 @@ static int watch(struct km_loop *l, uv_signal_t *h, int signum)
     return uv_signal_start(h, on_signal, signum);
 }
 
-int km_loop_watch_signals(struct km_loop *l, km_loop_signal_cb stop_cb,
-                          km_loop_signal_cb reload_cb, void *arg)
+int km_loop_watch_signals(struct km_loop *l, km_loop_signal_cb stop_cb, km_loop_signal_cb reload_cb,
+                          void *arg)
 {
     if (l->watching) {
         return -EALREADY;

@@ -126,14 +126,12 @@ static int under_dir(const struct km_cli *cli, const char *p, char *out, size_t 
     return km_fs_join(out, outsz, cli->dir, p);
 }
 
-int km_cli_key_path(const struct km_cli *cli, const struct km_config *cfg, char *out,
-                    size_t outsz)
+int km_cli_key_path(const struct km_cli *cli, const struct km_config *cfg, char *out, size_t outsz)
 {
     return under_dir(cli, cfg->key_file, out, outsz);
 }
 
-int km_cli_sock_path(const struct km_cli *cli, const struct km_config *cfg, char *out,
-                     size_t outsz)
+int km_cli_sock_path(const struct km_cli *cli, const struct km_config *cfg, char *out, size_t outsz)
 {
     return under_dir(cli, cfg->control_socket, out, outsz);
 }
@@ -150,8 +148,8 @@ json_t *km_cli_identity_json(const struct km_pubkey *pk, const char *suffix, uin
         km_pubkey_format_openssh(pk, NULL, line, sizeof line) != 0) {
         return NULL;
     }
-    return json_pack("{s:s, s:s, s:s, s:s}", "node_id", id, "fqdn", fqdn, "vip", vip,
-                     "public_key", line);
+    return json_pack("{s:s, s:s, s:s, s:s}", "node_id", id, "fqdn", fqdn, "vip", vip, "public_key",
+                     line);
 }
 
 int km_cli_print_json(json_t *j)
@@ -177,7 +175,7 @@ int km_cli_print_identity(const struct km_cli *cli, json_t *id)
     }
     const char *k;
     json_t *v;
-    json_object_foreach(id, k, v) {
+    json_object_foreach (id, k, v) {
         if (json_is_string(v)) {
             printf("%-11s %s\n", k, json_string_value(v));
         }

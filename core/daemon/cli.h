@@ -29,16 +29,18 @@ struct km_cli {
 
 /* Options every subcommand accepts. Values above 0xff so they never clash with short ones. */
 enum { KM_OPT_DIR = 0x100, KM_OPT_CONFIG, KM_OPT_JSON, KM_OPT_HELP };
-#define KM_CLI_COMMON_LONGOPTS                                                           \
-    {"dir", required_argument, NULL, KM_OPT_DIR},                                        \
-        {"config", required_argument, NULL, KM_OPT_CONFIG},                              \
-        {"help", no_argument, NULL, KM_OPT_HELP}
+#define KM_CLI_COMMON_LONGOPTS                              \
+    {"dir", required_argument, NULL, KM_OPT_DIR},           \
+        {"config", required_argument, NULL, KM_OPT_CONFIG}, \
+    {                                                       \
+        "help", no_argument, NULL, KM_OPT_HELP              \
+    }
 
 /* Help text for the common options, to append to each command's usage. */
-#define KM_CLI_COMMON_HELP                                                               \
-    "  -d, --dir DIR      state directory (default: /var/lib/keymesh as root,\n"         \
-    "                     $XDG_STATE_HOME/keymesh otherwise; env KEYMESH_DIR)\n"         \
-    "  -c, --config FILE  configuration file (default: DIR/keymesh.conf if present)\n"   \
+#define KM_CLI_COMMON_HELP                                                             \
+    "  -d, --dir DIR      state directory (default: /var/lib/keymesh as root,\n"       \
+    "                     $XDG_STATE_HOME/keymesh otherwise; env KEYMESH_DIR)\n"       \
+    "  -c, --config FILE  configuration file (default: DIR/keymesh.conf if present)\n" \
     "  -h, --help         show this help\n"
 
 /* Fill cli with defaults (state directory from the environment; config under it). */
@@ -64,8 +66,7 @@ int km_cli_bad_option(const struct km_cli *cli, int opt, char **argv);
 int km_cli_load_config(const struct km_cli *cli, struct km_config *cfg);
 
 /* The node key's path for cfg: key_file, relative to the state directory. */
-int km_cli_key_path(const struct km_cli *cli, const struct km_config *cfg, char *out,
-                    size_t outsz);
+int km_cli_key_path(const struct km_cli *cli, const struct km_config *cfg, char *out, size_t outsz);
 
 /* The control socket's path for cfg. */
 int km_cli_sock_path(const struct km_cli *cli, const struct km_config *cfg, char *out,

@@ -20,7 +20,8 @@ static const char help[] =
     "Options:\n"
     "      --json           print an object with node_id, fqdn, vip, public_key\n"
     "      --suffix SUFFIX  DNS suffix (default: the configuration's, mesh.internal)\n"
-    "      --prefix PREFIX  VIP prefix (default: the configuration's, fd6b::/16)\n" KM_CLI_COMMON_HELP;
+    "      --prefix PREFIX  VIP prefix (default: the configuration's, "
+    "fd6b::/16)\n" KM_CLI_COMMON_HELP;
 
 enum { OPT_SUFFIX = 0x200, OPT_PREFIX };
 
@@ -111,8 +112,8 @@ int km_cmd_derive(int argc, char **argv)
         snprintf(cfg->suffix, sizeof cfg->suffix, "%s", suffix);
     }
     if (prefix_s != NULL && km_prefix_parse(prefix_s, &cfg->prefix) != 0) {
-        status = km_cli_usage_error(&cli, "--prefix '%s' is not an IPv6 /16 prefix (like fd6b::/16)",
-                                    prefix_s);
+        status = km_cli_usage_error(
+            &cli, "--prefix '%s' is not an IPv6 /16 prefix (like fd6b::/16)", prefix_s);
         goto out;
     }
     struct km_pubkey pk;
@@ -133,8 +134,7 @@ int km_cmd_derive(int argc, char **argv)
             goto out;
         }
         if (r != 0) {
-            status = km_cli_usage_error(&cli,
-                                        "'%s' is not a node ID, FQDN, public key or key file",
+            status = km_cli_usage_error(&cli, "'%s' is not a node ID, FQDN, public key or key file",
                                         arg);
             goto out;
         }

@@ -64,7 +64,8 @@ int km_cmd_id(int argc, char **argv)
         case OPT_PUB:
         case OPT_KNOWN:
             if (mode != 0 && mode != c) {
-                return km_cli_usage_error(&cli, "--public-key and --known-hosts exclude each other");
+                return km_cli_usage_error(&cli,
+                                          "--public-key and --known-hosts exclude each other");
             }
             mode = c;
             break;
@@ -80,7 +81,8 @@ int km_cmd_id(int argc, char **argv)
         return km_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
     if (mode != 0 && cli.json) {
-        return km_cli_usage_error(&cli, "--json does not combine with --public-key or --known-hosts");
+        return km_cli_usage_error(&cli,
+                                  "--json does not combine with --public-key or --known-hosts");
     }
     struct km_config *cfg = malloc(sizeof *cfg);
     struct km_key *key = NULL;
@@ -98,8 +100,7 @@ int km_cmd_id(int argc, char **argv)
     }
     int r = km_key_load(path, &key, NULL);
     if (r == -ENOENT) {
-        km_cli_error(&cli, "no node key at %s; run 'keymesh init' (or 'keymesh up') first",
-                     path);
+        km_cli_error(&cli, "no node key at %s; run 'keymesh init' (or 'keymesh up') first", path);
         goto out;
     }
     if (r != 0) {

@@ -30,7 +30,7 @@ static void print_value(const char *k, json_t *v)
         if (json_array_size(v) == 0) {
             printf(" -");
         }
-        json_array_foreach(v, i, e) {
+        json_array_foreach (v, i, e) {
             printf(" %s", json_is_string(e) ? json_string_value(e) : "?");
         }
         printf("\n");
@@ -117,7 +117,7 @@ int km_cmd_status(int argc, char **argv)
     printf("%-11s running\n", "state");
     const char *k;
     json_t *v;
-    json_object_foreach(reply, k, v) {
+    json_object_foreach (reply, k, v) {
         print_value(k, v);
     }
     json_decref(reply);

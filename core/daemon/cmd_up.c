@@ -13,7 +13,8 @@ static const char help[] =
     "apply. On first start the node creates its key in the state directory.\n"
     "\n"
     "Options:\n"
-    "  -l, --log-level LEVEL  debug, info, warn, error or off (overrides [log] level)\n" KM_CLI_COMMON_HELP;
+    "  -l, --log-level LEVEL  debug, info, warn, error or off (overrides [log] "
+    "level)\n" KM_CLI_COMMON_HELP;
 
 enum { OPT_LOG = 0x200 };
 
@@ -36,8 +37,10 @@ int km_cmd_up(int argc, char **argv)
         switch (c) {
         case 'l':
             if (km_log_level_parse(optarg, &o.log_level) != 0) {
-                return km_cli_usage_error(&cli, "--log-level '%s': expected debug, info, warn, "
-                                                "error or off", optarg);
+                return km_cli_usage_error(&cli,
+                                          "--log-level '%s': expected debug, info, warn, "
+                                          "error or off",
+                                          optarg);
             }
             o.log_level_set = true;
             break;

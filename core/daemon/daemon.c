@@ -86,8 +86,7 @@ static int take_lock(struct km_daemon *d)
         ssize_t n = pread(fd, pid, sizeof pid - 1, 0);
         pid[n > 0 ? n : 0] = '\0';
         pid[strcspn(pid, "\n")] = '\0';
-        KM_ERROR("another keymesh daemon (pid %s) is using %s", pid[0] ? pid : "?",
-                 d->opts->dir);
+        KM_ERROR("another keymesh daemon (pid %s) is using %s", pid[0] ? pid : "?", d->opts->dir);
         close(fd);
         return r;
     }
@@ -136,10 +135,10 @@ static json_t *status_json(const struct km_daemon *d)
         json_array_append_new(ls, json_string(a));
     }
     return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s?, s:s, s:I, s:o, s:o}",
-                     "version", KM_VERSION, "node_id", d->node_id, "fqdn", d->fqdn, "vip",
-                     d->vip, "prefix", prefix, "pid", (json_int_t)getpid(), "uptime_s",
-                     (json_int_t)(time(NULL) - d->started), "state_dir", d->opts->dir,
-                     "config", d->config_loaded ? d->opts->config_path : NULL, "log_level",
+                     "version", KM_VERSION, "node_id", d->node_id, "fqdn", d->fqdn, "vip", d->vip,
+                     "prefix", prefix, "pid", (json_int_t)getpid(), "uptime_s",
+                     (json_int_t)(time(NULL) - d->started), "state_dir", d->opts->dir, "config",
+                     d->config_loaded ? d->opts->config_path : NULL, "log_level",
                      km_log_level_name(km_log_get_level()), "reloads", (json_int_t)d->reloads,
                      "mesh_listen", ls != NULL ? ls : json_null(), "peers", json_array());
 }
@@ -244,8 +243,8 @@ static int start(struct km_daemon *d)
         return r;
     }
     d->started = time(NULL);
-    KM_INFO("keymesh %s up: node %s, fqdn %s, vip %s, control %s", KM_VERSION, d->node_id,
-            d->fqdn, d->vip, d->sock_path);
+    KM_INFO("keymesh %s up: node %s, fqdn %s, vip %s, control %s", KM_VERSION, d->node_id, d->fqdn,
+            d->vip, d->sock_path);
     return 0;
 }
 
