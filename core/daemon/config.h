@@ -36,9 +36,12 @@ struct km_config {
     /* [mesh] */
     struct km_conf_addr mesh_listen[KM_CONFIG_MAX_LISTEN];
     size_t n_mesh_listen;
-    /* [socks5], [http] */
+    /* [socks5], [http]; a disabled front end's listeners are parsed but not bound, so they
+     * take no part in the conflict check. */
+    bool socks5_enabled;
     struct km_conf_addr socks5_listen[KM_CONFIG_MAX_LISTEN];
     size_t n_socks5_listen;
+    bool http_enabled;
     struct km_conf_addr http_listen[KM_CONFIG_MAX_LISTEN];
     size_t n_http_listen;
     /* [aliases] */
@@ -49,16 +52,19 @@ struct km_config {
 /* Fill c with the built-in defaults (what `keymesh up` runs on with no file). */
 void km_config_defaults(struct km_config *c);
 
-/* Parse INI text over the defaults. On error returns KM_ERR_CONFIG (or -errno, -ENOMEM) with
- * err holding one line "<filename>:<line>: <message>"; c is then unspecified. Unknown sections
- * and keys, bad values, duplicate single-valued keys, duplicate aliases and conflicting
- * listeners are errors. */
+/* Parse INI text over the values already in c (normally km_config_defaults). The first
+ * `listen` of a section replaces that section's earlier listeners. On error returns
+ * KM_ERR_CONFIG (KM_ERR_TOO_LARGE past KM_CONF_MAX_SIZE, or -ENOMEM) with err holding one
+ * line "<filename>:<line>: <message>"; c is then unspecified. Unknown sections and keys, bad
+ * values, duplicate single-valued keys, duplicate aliases, alias names that are node IDs, too
+ * many entries and conflicting listeners (among the enabled services, after defaults are
+ * replaced) are errors. */
 KM_MUST_CHECK int km_config_parse(struct km_config *c, const char *text, size_t len,
                                   const char *filename, char *err, size_t errsz);
 
-/* Load a file: km_config_defaults then km_config_parse. */
-KM_MUST_CHECK int km_config_load(struct km_config *c, const char *path, char *err,
-                                 size_t errsz);
+/* Load a file: km_config_defaults then km_config_parse. -errno (err "<path>: <reason>") if
+ * the file cannot be read. */
+KM_MUST_CHECK int km_config_load(struct km_config *c, const char *path, char *err, size_t errsz);
 
 /* Look up an alias (case-insensitive); NULL if none. Borrowed from c. */
 const struct km_pubkey *km_config_alias(const struct km_config *c, const char *name);
