@@ -11,13 +11,14 @@
 size_t km_base32_encoded_len(size_t n);
 
 /* Encode in[0..n) as lowercase base32 into out, NUL-terminated. Returns 0, or
- * KM_ERR_TOO_LARGE if out cannot hold km_base32_encoded_len(n) + 1 bytes. */
+ * KM_ERR_TOO_LARGE if out cannot hold km_base32_encoded_len(n) + 1 bytes (out untouched). */
 KM_MUST_CHECK int km_base32_encode(const uint8_t *in, size_t n, char *out, size_t outsz);
 
 /* Decode inlen characters (upper or lower case, no padding, no whitespace) into out.
  * Rejects with KM_ERR_INVALID: characters outside the alphabet, '=' padding, a length that
  * no byte count encodes to, and non-zero unused trailing bits (so every byte string has one
- * encoding). KM_ERR_TOO_LARGE if out is too small. *outlen receives the byte count. */
+ * encoding). KM_ERR_TOO_LARGE if out is too small. *outlen receives the byte count (0 on failure);
+ * out is written only on success. */
 KM_MUST_CHECK int km_base32_decode(const char *in, size_t inlen, uint8_t *out, size_t outsz,
                                    size_t *outlen);
 
