@@ -54,7 +54,8 @@ bool km_cli_common_opt(struct km_cli *cli, int opt, const char *arg)
     }
 }
 
-static void vreport(const struct km_cli *cli, const char *fmt, va_list ap)
+__attribute__((format(printf, 2, 0))) static void vreport(const struct km_cli *cli, const char *fmt,
+                                                          va_list ap)
 {
     fprintf(stderr, "keymesh %s: ", cli->cmd);
     vfprintf(stderr, fmt, ap);

@@ -84,12 +84,14 @@ int km_cmd_status(int argc, char **argv)
         return km_cli_error(&cli, "out of memory");
     }
     char sock[KM_CONFIG_PATH_MAX];
-    int lr = km_cli_load_config(&cli, cfg);
-    int pr = lr == 0 ? km_cli_sock_path(&cli, cfg, sock, sizeof sock) : 0;
-    free(cfg);
-    if (lr != 0) {
-        return KM_EXIT_FAIL;
+    /* A configuration file broken after the daemon started must not hide the daemon: the
+     * running one keeps its old settings (SIGHUP refuses bad files), so ask it anyway. */
+    if (km_cli_load_config(&cli, cfg) != 0) {
+        fprintf(stderr, "keymesh status: asking the daemon on the default control socket\n");
+        km_config_defaults(cfg);
     }
+    int pr = km_cli_sock_path(&cli, cfg, sock, sizeof sock);
+    free(cfg);
     if (pr != 0) {
         return km_cli_error(&cli, "control socket path too long");
     }
