@@ -26,6 +26,7 @@ struct km_daemon {
     struct km_key *key;
     int lock_fd;
     bool config_loaded; /* a file was read (not just defaults) */
+    bool stopping;
     unsigned reloads;
     time_t started;
     char key_path[KM_CONFIG_PATH_MAX];
@@ -159,11 +160,18 @@ static json_t *on_ctl(void *arg, const char *cmd, const json_t *req)
 
 static void on_stop(struct km_loop *l, int signum, void *arg)
 {
+    (void)l;
     struct km_daemon *d = arg;
+    /* The watchers stay installed until the loop is freed (they do not keep it alive), so a
+     * second signal during shutdown is caught here instead of killing the process. */
+    if (d->stopping) {
+        KM_INFO("signal %d: already shutting down", signum);
+        return;
+    }
+    d->stopping = true;
     KM_INFO("signal %d: shutting down", signum);
     km_ctl_server_close(d->ctl);
     d->ctl = NULL;
-    km_loop_unwatch_signals(l);
 }
 
 /* SIGHUP: re-read the configuration. A bad file is reported and the running one kept. */

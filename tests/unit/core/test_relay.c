@@ -9,8 +9,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <unistd.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <poll.h>
+#include <stdbool.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -25,7 +29,8 @@ struct fix {
     uv_tcp_t *proxy_l;
     int echo_port;
     int proxy_port;
-    uv_async_t done;
+    uv_poll_t done;
+    int result_fd;
     int relays_done;
     int relay_err;
     uint64_t relay_bytes;
@@ -100,74 +105,71 @@ static void on_proxy_conn(uv_stream_t *l, int status)
         km_uvstream_connect(l->loop, (struct sockaddr *)&up, 2000, on_upstream, client, &s), 0);
 }
 
-/* ---- client thread: blocking sockets, writer thread + reader ---- */
+/* ---- client: a child process (threads misbehave under qemu-user), one poll loop that
+ * writes the pattern and reads the echo at the same time ---- */
 
-struct writer {
-    int fd;
-};
-
-static void writer_thread(void *arg)
+static int run_client(int port)
 {
-    struct writer *w = arg;
-    static uint8_t chunk[65536];
-    size_t sent = 0;
-    while (sent < TOTAL) {
-        for (size_t i = 0; i < sizeof chunk; i++) {
-            chunk[i] = (uint8_t)((sent + i) * 7u);
-        }
-        ssize_t n = send(w->fd, chunk, sizeof chunk, MSG_NOSIGNAL);
-        if (n <= 0) {
-            return;
-        }
-        sent += (size_t)n; /* partial sends only at the end; sizes are multiples */
-        if ((size_t)n != sizeof chunk) {
-            return;
-        }
-    }
-    shutdown(w->fd, SHUT_WR);
-}
-
-static void client_thread(void *arg)
-{
-    struct fix *f = arg;
     int fd = socket(AF_INET, SOCK_STREAM, 0);
     struct sockaddr_in sa = {.sin_family = AF_INET,
-                             .sin_port = htons((uint16_t)f->proxy_port),
+                             .sin_port = htons((uint16_t)port),
                              .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    int ok = connect(fd, (struct sockaddr *)&sa, sizeof sa) == 0;
-    struct writer w = {fd};
-    uv_thread_t wt;
-    ok = ok && uv_thread_create(&wt, writer_thread, &w) == 0;
-    /* Expect "HELLO" then the 16 MiB pattern, then EOF. */
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        return 0;
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    static uint8_t chunk[65536];
     uint8_t buf[65536];
+    size_t sent = 0;
     size_t got = 0;
-    while (ok) {
-        ssize_t n = recv(fd, buf, sizeof buf, 0);
-        if (n <= 0) {
-            break;
+    bool shut = false;
+    /* Bounded: 30 s of polling at most. */
+    for (int rounds = 0; rounds < 30000; rounds++) {
+        struct pollfd p = {.fd = fd, .events = POLLIN | (sent < TOTAL ? POLLOUT : 0)};
+        if (poll(&p, 1, 1000) < 0) {
+            return 0;
         }
-        for (ssize_t i = 0; i < n; i++, got++) {
-            uint8_t want = got < 5 ? (uint8_t) "HELLO"[got] : (uint8_t)((got - 5) * 7u);
-            if (buf[i] != want) {
-                ok = 0;
+        if ((p.revents & POLLOUT) && sent < TOTAL) {
+            size_t n = TOTAL - sent < sizeof chunk ? TOTAL - sent : sizeof chunk;
+            for (size_t i = 0; i < n; i++) {
+                chunk[i] = (uint8_t)((sent + i) * 7u);
+            }
+            ssize_t w = send(fd, chunk, n, MSG_NOSIGNAL);
+            if (w > 0) {
+                sent += (size_t)w;
+            }
+        }
+        if (sent == TOTAL && !shut) {
+            shutdown(fd, SHUT_WR);
+            shut = true;
+        }
+        if (p.revents & (POLLIN | POLLHUP)) {
+            ssize_t n = recv(fd, buf, sizeof buf, 0);
+            if (n == 0) {
                 break;
+            }
+            for (ssize_t i = 0; i < n; i++, got++) {
+                uint8_t want = got < 5 ? (uint8_t) "HELLO"[got] : (uint8_t)((got - 5) * 7u);
+                if (buf[i] != want) {
+                    return 0;
+                }
             }
         }
     }
-    if (ok) {
-        uv_thread_join(&wt);
-    }
-    f->client_ok = ok && got == TOTAL + 5;
     close(fd);
-    uv_async_send(&f->done);
+    return got == TOTAL + 5;
 }
 
-static void on_done(uv_async_t *a)
+static void on_child_done(uv_poll_t *h, int status, int events)
 {
-    struct fix *f = a->data;
+    (void)status;
+    (void)events;
+    struct fix *f = h->data;
+    uint8_t ok = 0;
+    f->client_ok = read(f->result_fd, &ok, 1) == 1 && ok == 1;
+    uv_close((uv_handle_t *)h, NULL);
     km_uvstream_listener_close(f->proxy_l);
     km_uvstream_listener_close(f->echo_l);
-    uv_close((uv_handle_t *)a, NULL);
 }
 
 static int port_of(uv_tcp_t *t)
@@ -193,12 +195,23 @@ static void test_relay_bulk(void **state)
         0);
     f.echo_port = port_of(f.echo_l);
     f.proxy_port = port_of(f.proxy_l);
-    assert_int_equal(uv_async_init(&f.loop, &f.done, on_done), 0);
+    int pfd[2];
+    assert_int_equal(pipe(pfd), 0);
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        uint8_t ok = (uint8_t)run_client(f.proxy_port);
+        _exit(write(pfd[1], &ok, 1) == 1 ? 0 : 1);
+    }
+    close(pfd[1]);
+    f.result_fd = pfd[0];
+    assert_int_equal(uv_poll_init(&f.loop, &f.done, pfd[0]), 0);
     f.done.data = &f;
-    uv_thread_t th;
-    assert_int_equal(uv_thread_create(&th, client_thread, &f), 0);
+    assert_int_equal(uv_poll_start(&f.done, UV_READABLE, on_child_done), 0);
     assert_int_equal(uv_run(&f.loop, UV_RUN_DEFAULT), 0);
-    uv_thread_join(&th);
+    int wst;
+    assert_int_equal(waitpid(child, &wst, 0), child);
+    close(pfd[0]);
     assert_true(f.client_ok);
     assert_int_equal(f.relays_done, 1);
     assert_int_equal(f.relay_err, 0);
