@@ -18,6 +18,35 @@
 #define KM_CONFIG_PATH_MAX 4096
 #define KM_CONFIG_SOCK_MAX 108 /* sizeof(sockaddr_un.sun_path) */
 
+#define KM_CONFIG_MAX_PEERS 64
+#define KM_CONFIG_MAX_PEER_ADDRS 8
+#define KM_CONFIG_MAX_PORTS 32
+
+enum km_cipher_pref {
+    KM_CIPHER_AUTO = 0, /* AES-GCM when the CPU has AES instructions, else ChaCha20 */
+    KM_CIPHER_AES,
+    KM_CIPHER_CHACHA,
+};
+
+enum km_egress_policy {
+    KM_EGRESS_REFUSE = 0, /* destinations outside the mesh are refused (default) */
+    KM_EGRESS_DIRECT,     /* connected from this node */
+    KM_EGRESS_EXIT,       /* carried through an exit node */
+};
+
+/* A [peer NAME] section: a node this one talks to and/or accepts. */
+struct km_config_peer {
+    char name[64];        /* the section's label, lowercase; "" when the section is a node ID */
+    struct km_pubkey key; /* from the section name or `node =` */
+    struct km_conf_addr addrs[KM_CONFIG_MAX_PEER_ADDRS]; /* `address =`, repeatable */
+    size_t n_addrs;
+    char user[64];                         /* `user =`, SSH login name; default "keymesh" */
+    uint16_t expose[KM_CONFIG_MAX_PORTS];  /* `expose =`, local ports this peer may open */
+    size_t n_expose;
+    bool allow; /* `allow =`, may log in here; default true */
+    bool exit;  /* `exit =`, may use this node as an egress exit; default false */
+};
+
 struct km_config_alias {
     char name[64]; /* one DNS label, lowercase */
     struct km_pubkey key;
@@ -36,9 +65,29 @@ struct km_config {
     /* [mesh] */
     struct km_conf_addr mesh_listen[KM_CONFIG_MAX_LISTEN];
     size_t n_mesh_listen;
+    uint16_t mesh_expose[KM_CONFIG_MAX_PORTS]; /* ports every allowed peer may open */
+    size_t n_mesh_expose;
+    uint64_t idle_timeout_ms;    /* default 300 s; 0 = never */
+    uint64_t connect_timeout_ms; /* default 5 s */
+    uint64_t keepalive_ms;       /* default 15 s */
+    uint64_t login_grace_ms;     /* default 10 s */
+    uint64_t max_sessions;       /* default 256 */
+    uint64_t max_channels;       /* default 2048 per session */
+    enum km_cipher_pref ciphers; /* `ciphers = auto|aes|chacha20` */
+    /* [peer NAME] */
+    struct km_config_peer peers[KM_CONFIG_MAX_PEERS];
+    size_t n_peers;
+    /* [egress] */
+    enum km_egress_policy egress;  /* `policy = refuse|direct|exit` */
+    struct km_pubkey exit_node;    /* `exit_node =`, node ID or peer/alias name */
+    bool has_exit_node;
+    bool allow_private;            /* `allow_private =`: direct egress may reach private,
+                                      loopback and link-local ranges; default false */
     /* [socks5], [http]; a disabled front end's listeners are parsed but not bound, so they
      * take no part in the conflict check. */
     bool socks5_enabled;
+    char socks5_username[256]; /* RFC 1929; both empty = no authentication */
+    char socks5_password[256];
     struct km_conf_addr socks5_listen[KM_CONFIG_MAX_LISTEN];
     size_t n_socks5_listen;
     bool http_enabled;
