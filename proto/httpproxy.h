@@ -144,7 +144,9 @@ KM_MUST_CHECK int km_http_server_addr(const struct km_http_server *s, struct soc
 unsigned km_http_server_clients(const struct km_http_server *s);
 
 /* Stop listening and close every client that is not tunnelling (CONNECT relays go on until
- * they end). Asynchronous and idempotent; accepts NULL. */
+ * they end). Asynchronous: freed once the last handle and relay are gone (possibly within this
+ * call), so s must not be used afterwards; a repeated call while it lives is a no-op. Accepts
+ * NULL. */
 void km_http_server_close(struct km_http_server *s);
 
 #endif

@@ -134,8 +134,9 @@ KM_MUST_CHECK int km_socks5_server_addr(const struct km_socks5_server *s,
 unsigned km_socks5_server_clients(const struct km_socks5_server *s);
 
 /* Stop listening and close every client still in its handshake (pending egress requests are
- * cancelled). Relayed connections go on until either side ends them. Asynchronous and
- * idempotent; the memory is freed once every handle is closed and the last relay ended.
+ * cancelled). Relayed connections go on until either side ends them. Asynchronous: the memory
+ * is freed once every handle is closed and the last relay ended (possibly within this call),
+ * so s must not be used afterwards; a second call while the memory lives is a no-op.
  * Accepts NULL. */
 void km_socks5_server_close(struct km_socks5_server *s);
 

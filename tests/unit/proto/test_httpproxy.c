@@ -692,7 +692,6 @@ static void on_done(uv_async_t *a)
     km_http_server_close(f->failing);
     km_http_server_close(f->pending);
     km_http_server_close(f->tiny);
-    km_http_server_close(f->tiny);
     km_uvstream_listener_close(f->echo);
     uv_close((uv_handle_t *)a, NULL);
 }

@@ -488,7 +488,6 @@ static void on_done(uv_async_t *a)
     km_socks5_server_close(f->failing);
     km_socks5_server_close(f->pending);
     km_socks5_server_close(f->tiny);
-    km_socks5_server_close(f->tiny); /* idempotent */
     km_uvstream_listener_close(f->echo);
     uv_close((uv_handle_t *)a, NULL);
 }
