@@ -12,6 +12,7 @@
 
 #include "core/buf.h"
 #include "core/log.h"
+#include "core/uvstream.h"
 
 /* ---- request parsing (pure) ---- */
 
@@ -53,13 +54,12 @@ invalid:
 
 /* ---- server ---- */
 
-struct client {
-    uv_pipe_t pipe;
+struct km_ctl_conn {
+    struct km_stream *st;
     struct km_ctl_server *srv;
     struct km_buf in;
-    struct client *next;
-    unsigned pending_writes;
-    bool closing;
+    struct km_ctl_conn *next;
+    bool taken;
     bool close_after_write;
 };
 
@@ -67,108 +67,92 @@ struct km_ctl_server {
     uv_pipe_t listener;
     km_ctl_handler handler;
     void *arg;
-    struct client *clients;
+    struct km_ctl_conn *clients;
     unsigned n_clients;
-    unsigned pending_closes;
     bool closing;
+    bool listener_closed;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-};
-
-struct write_req {
-    uv_write_t req;
-    struct client *c;
-    size_t len;
-    char data[];
 };
 
 static void maybe_free_server(struct km_ctl_server *s)
 {
-    if (s->closing && s->pending_closes == 0) {
+    if (s->closing && s->listener_closed && s->clients == NULL) {
         free(s);
     }
 }
 
-static void on_client_closed(uv_handle_t *h)
+static void unlink_client(struct km_ctl_conn *c)
 {
-    struct client *c = h->data;
     struct km_ctl_server *s = c->srv;
-    struct client **pp = &s->clients;
-    while (*pp != c) {
-        pp = &(*pp)->next;
+    for (struct km_ctl_conn **pp = &s->clients; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
     }
-    *pp = c->next;
     s->n_clients--;
-    s->pending_closes--;
+}
+
+/* Close and forget a client (its stream frees itself later). */
+static void client_close(struct km_ctl_conn *c)
+{
+    struct km_ctl_server *s = c->srv;
+    km_stream_close(c->st);
+    unlink_client(c);
     km_buf_reset(&c->in);
     free(c);
     maybe_free_server(s);
 }
 
-static void client_close(struct client *c)
-{
-    if (c->closing) {
-        return;
-    }
-    c->closing = true;
-    c->srv->pending_closes++;
-    uv_close((uv_handle_t *)&c->pipe, on_client_closed);
-}
-
-static void on_written(uv_write_t *w, int status)
-{
-    struct write_req *wr = (struct write_req *)w;
-    struct client *c = wr->c;
-    free(wr);
-    c->pending_writes--;
-    if (c->closing) {
-        return;
-    }
-    if (status < 0 || (c->close_after_write && c->pending_writes == 0)) {
-        client_close(c);
-    }
-}
-
-static void send_reply(struct client *c, json_t *reply)
+static void send_reply(struct km_ctl_conn *c, json_t *reply)
 {
     char *text = json_dumps(reply, JSON_COMPACT);
     if (text == NULL) {
-        client_close(c);
+        c->close_after_write = true;
         return;
     }
     size_t len = strlen(text);
-    struct write_req *wr = malloc(sizeof *wr + len + 1);
-    if (wr == NULL) {
-        free(text);
-        client_close(c);
-        return;
+    text[len] = '\n'; /* replaces the NUL: len + 1 bytes go out */
+    if (km_stream_write(c->st, (const uint8_t *)text, len + 1) != 0) {
+        c->close_after_write = true;
     }
-    memcpy(wr->data, text, len);
-    wr->data[len] = '\n';
-    wr->len = len + 1;
-    wr->c = c;
     free(text);
-    uv_buf_t b = uv_buf_init(wr->data, (unsigned)wr->len);
-    int r = uv_write(&wr->req, (uv_stream_t *)&c->pipe, &b, 1, on_written);
-    if (r != 0) {
-        free(wr);
-        client_close(c);
-        return;
-    }
-    c->pending_writes++;
 }
 
-static void send_error(struct client *c, const char *msg)
+static void send_error(struct km_ctl_conn *c, const char *msg)
 {
     json_t *reply = json_pack("{s:b, s:s}", "ok", 0, "error", msg);
-    if (reply == NULL) {
-        client_close(c);
-        return;
+    if (reply != NULL) {
+        send_reply(c, reply);
+        json_decref(reply);
     }
-    send_reply(c, reply);
-    json_decref(reply);
 }
 
-static void handle_line(struct client *c, const uint8_t *line, size_t len)
+struct km_stream *km_ctl_take(struct km_ctl_conn *c, uint8_t *pending, size_t pending_cap,
+                              size_t *n_pending)
+{
+    *n_pending = 0;
+    if (c->taken || c->srv->closing) {
+        return NULL;
+    }
+    c->taken = true;
+    size_t n = km_buf_len(&c->in);
+    if (n > pending_cap) {
+        n = pending_cap;
+    }
+    if (km_buf_get_bytes(&c->in, pending, n) == 0) {
+        *n_pending = n;
+    }
+    struct km_stream *st = c->st;
+    km_stream_read_stop(st);
+    st->on_data = NULL;
+    st->on_end = NULL;
+    st->on_drain = NULL;
+    st->data = NULL;
+    return st;
+}
+
+static void handle_line(struct km_ctl_conn *c, const uint8_t *line, size_t len)
 {
     json_t *req;
     const char *cmd;
@@ -177,8 +161,12 @@ static void handle_line(struct client *c, const uint8_t *line, size_t len)
         send_error(c, "malformed request: expected one JSON object with a \"cmd\" string");
         return;
     }
-    json_t *reply = c->srv->handler(c->srv->arg, cmd, req);
+    json_t *reply = c->srv->handler(c->srv->arg, cmd, req, c);
     json_decref(req);
+    if (c->taken) {
+        json_decref(reply);
+        return;
+    }
     if (reply == NULL || !json_is_object(reply)) {
         json_decref(reply);
         send_error(c, "internal error");
@@ -191,57 +179,57 @@ static void handle_line(struct client *c, const uint8_t *line, size_t len)
     json_decref(reply);
 }
 
-static void on_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *b)
+static void on_data(struct km_stream *st, const uint8_t *data, size_t len)
 {
-    (void)h;
-    (void)suggested;
-    static char slab[4096]; /* one loop thread; read_cb copies out before the next read */
-    b->base = slab;
-    b->len = sizeof slab;
-}
-
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
-{
-    struct client *c = st->data;
-    if (c->closing || nread == 0) {
+    struct km_ctl_conn *c = st->data;
+    if (c->close_after_write) {
         return;
     }
-    if (nread < 0) {
-        /* EOF or error: let queued replies go out first (uv_close would cancel them). */
-        if (c->pending_writes == 0) {
-            client_close(c);
-        } else {
-            c->close_after_write = true;
-            uv_read_stop(st);
-        }
-        return;
-    }
-    if (km_buf_put_bytes(&c->in, b->base, (size_t)nread) != 0) {
+    if (km_buf_put_bytes(&c->in, data, len) != 0) {
         KM_INFO("ctl: request line over %u bytes, dropping client", KM_CTL_MAX_LINE);
-        c->close_after_write = true;
-        uv_read_stop(st);
+        km_stream_read_stop(st);
         send_error(c, "request too large");
+        c->close_after_write = true;
+        km_stream_shutdown(st);
         return;
     }
     /* Answer every complete line in the buffer. */
-    for (;;) {
+    while (!c->taken && !c->close_after_write) {
         const uint8_t *p = km_buf_peek_ptr(&c->in);
-        size_t avail = km_buf_len(&c->in);
-        const uint8_t *nl = memchr(p, '\n', avail);
+        const uint8_t *nl = memchr(p, '\n', km_buf_len(&c->in));
         if (nl == NULL) {
             break;
         }
-        size_t llen = (size_t)(nl - p);
         const uint8_t *line;
+        size_t llen = (size_t)(nl - p);
         if (km_buf_get_view(&c->in, llen + 1, &line) != 0) {
             break; /* unreachable: the newline is inside the buffer */
         }
         handle_line(c, line, llen);
-        if (c->closing) {
-            return;
-        }
+    }
+    if (c->taken) {
+        /* The new owner has the stream; this record goes. */
+        struct km_ctl_server *s = c->srv;
+        unlink_client(c);
+        km_buf_reset(&c->in);
+        free(c);
+        maybe_free_server(s);
+        return;
     }
     km_buf_compact(&c->in);
+    if (c->close_after_write) {
+        km_stream_shutdown(st);
+    }
+}
+
+static void on_end(struct km_stream *st, int err)
+{
+    struct km_ctl_conn *c = st->data;
+    /* EOF: queued replies still go out (shutdown, then a graceful close). */
+    if (err == 0) {
+        km_stream_shutdown(st);
+    }
+    client_close(c);
 }
 
 static void on_connection(uv_stream_t *listener, int status)
@@ -250,40 +238,39 @@ static void on_connection(uv_stream_t *listener, int status)
     if (status < 0 || s->closing) {
         return;
     }
-    struct client *c = calloc(1, sizeof *c);
-    if (c == NULL) {
+    struct km_stream *st;
+    if (km_uvstream_accept(listener, &st) != 0) {
         return;
     }
+    struct km_ctl_conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        km_stream_close(st);
+        return;
+    }
+    c->st = st;
     c->srv = s;
     /* One more than a line: the newline must fit. */
     km_buf_init(&c->in, KM_CTL_MAX_LINE + 1);
-    if (uv_pipe_init(listener->loop, &c->pipe, 0) != 0) {
-        free(c);
-        return;
-    }
-    c->pipe.data = c;
     c->next = s->clients;
     s->clients = c;
     s->n_clients++;
-    if (uv_accept(listener, (uv_stream_t *)&c->pipe) != 0) {
-        client_close(c);
-        return;
-    }
+    st->data = c;
+    st->on_data = on_data;
+    st->on_end = on_end;
     if (s->n_clients > KM_CTL_MAX_CLIENTS) {
         KM_INFO("ctl: more than %d clients, refusing one", KM_CTL_MAX_CLIENTS);
-        c->close_after_write = true;
         send_error(c, "too many control clients");
+        km_stream_shutdown(st);
+        client_close(c);
         return;
     }
-    if (uv_read_start((uv_stream_t *)&c->pipe, on_alloc, on_read) != 0) {
-        client_close(c);
-    }
+    km_stream_read_start(st);
 }
 
 static void on_listener_closed(uv_handle_t *h)
 {
     struct km_ctl_server *s = h->data;
-    s->pending_closes--;
+    s->listener_closed = true;
     maybe_free_server(s);
 }
 
@@ -318,7 +305,6 @@ int km_ctl_server_new(uv_loop_t *loop, const char *path, km_ctl_handler handler,
     }
     if (r != 0) {
         s->closing = true;
-        s->pending_closes = 1;
         s->path[0] = '\0'; /* not ours to unlink: bind failed or it was someone else's */
         uv_close((uv_handle_t *)&s->listener, on_listener_closed);
         return r;
@@ -336,10 +322,14 @@ void km_ctl_server_close(struct km_ctl_server *s)
     if (s->path[0] != '\0') {
         (void)unlink(s->path);
     }
-    for (struct client *c = s->clients; c != NULL; c = c->next) {
-        client_close(c);
+    while (s->clients != NULL) {
+        struct km_ctl_conn *c = s->clients;
+        s->clients = c->next;
+        km_stream_close(c->st);
+        km_buf_reset(&c->in);
+        free(c);
     }
-    s->pending_closes++;
+    s->n_clients = 0;
     uv_close((uv_handle_t *)&s->listener, on_listener_closed);
 }
 

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include "core/err.h"
+#include "core/stream.h"
 
 #define KM_CTL_MAX_LINE (64u * 1024u)
 #define KM_CTL_MAX_CLIENTS 16
@@ -25,9 +26,22 @@
 KM_MUST_CHECK int km_ctl_parse_request(const uint8_t *line, size_t len, json_t **out,
                                        const char **cmd);
 
+/* One client connection of the control server. */
+struct km_ctl_conn;
+
 /* Answers one request: return a new reference to a JSON object (the server adds "ok": true
- * unless the object already has "ok"), or NULL for an internal error. */
-typedef json_t *(*km_ctl_handler)(void *arg, const char *cmd, const json_t *req);
+ * unless the object already has "ok"), or NULL for an internal error. A handler that calls
+ * km_ctl_take(conn) returns NULL and answers on the taken stream itself. */
+typedef json_t *(*km_ctl_handler)(void *arg, const char *cmd, const json_t *req,
+                                  struct km_ctl_conn *conn);
+
+/* Take over a client's connection from inside the handler, e.g. to splice it into a mesh
+ * stream after a reply line. The server forgets the client; the caller owns the returned
+ * stream (reading stopped, callbacks cleared). Bytes the client sent after the request line
+ * are copied to pending (at most KM_CTL_MAX_LINE; *n_pending set). Returns NULL if the
+ * connection is already closing. */
+struct km_stream *km_ctl_take(struct km_ctl_conn *conn, uint8_t *pending, size_t pending_cap,
+                              size_t *n_pending);
 
 struct km_ctl_server;
 

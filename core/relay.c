@@ -16,10 +16,25 @@ struct km_relay {
     bool b_ended;
     bool a_paused; /* reading from a stopped: b's write queue is full */
     bool b_paused;
+    struct km_relay *next; /* in the list of running relays */
+    struct km_relay *prev;
 };
+
+/* Every running relay, so shutdown can end them (the loop is single-threaded). */
+static struct km_relay *g_relays;
+static unsigned g_n_relays;
 
 static void finish(struct km_relay *r, int err)
 {
+    if (r->prev != NULL) {
+        r->prev->next = r->next;
+    } else {
+        g_relays = r->next;
+    }
+    if (r->next != NULL) {
+        r->next->prev = r->prev;
+    }
+    g_n_relays--;
     /* Streams that were shut down flush their queue and EOF before closing. */
     km_stream_close(r->a);
     km_stream_close(r->b);
@@ -117,7 +132,26 @@ int km_relay_start(struct km_stream *a, struct km_stream *b, const uint8_t *pend
         }
         r->a_to_b = n;
     }
+    r->next = g_relays;
+    if (g_relays != NULL) {
+        g_relays->prev = r;
+    }
+    g_relays = r;
+    g_n_relays++;
     km_stream_read_start(a);
     km_stream_read_start(b);
     return 0;
+}
+
+void km_relay_close_all(void)
+{
+    /* Bounded: each finish() removes one relay and starts none. */
+    while (g_relays != NULL) {
+        finish(g_relays, KM_ERR_CLOSED);
+    }
+}
+
+unsigned km_relay_count(void)
+{
+    return g_n_relays;
 }

@@ -26,4 +26,11 @@ typedef void (*km_relay_done_cb)(void *arg, int err, uint64_t a_to_b, uint64_t b
 KM_MUST_CHECK int km_relay_start(struct km_stream *a, struct km_stream *b, const uint8_t *pending,
                                  size_t n, km_relay_done_cb done, void *arg);
 
+/* End every relay still running (daemon shutdown): each finishes with KM_ERR_CLOSED, its
+ * streams closed and its done callback called. */
+void km_relay_close_all(void);
+
+/* Number of relays running. */
+unsigned km_relay_count(void);
+
 #endif

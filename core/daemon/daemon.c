@@ -10,31 +10,13 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "core/ctl.h"
-#include "core/daemon/config.h"
+#include "core/daemon/daemon_int.h"
 #include "core/fsutil.h"
+#include "core/relay.h"
 #include "core/loop.h"
 #include "core/version.h"
 #include "identity/derive.h"
 #include "identity/key.h"
-
-struct km_daemon {
-    const struct km_daemon_opts *opts;
-    struct km_loop *loop;
-    struct km_ctl_server *ctl;
-    struct km_config *cfg;
-    struct km_key *key;
-    int lock_fd;
-    bool config_loaded; /* a file was read (not just defaults) */
-    bool stopping;
-    unsigned reloads;
-    time_t started;
-    char key_path[KM_CONFIG_PATH_MAX];
-    char sock_path[KM_CONFIG_SOCK_MAX];
-    char node_id[KM_NODE_ID_LEN + 1];
-    char fqdn[KM_FQDN_MAX];
-    char vip[KM_VIP_STRLEN];
-};
 
 /* Resolve a configured path: absolute as is, relative under the state directory. */
 static int state_path(const struct km_daemon *d, const char *p, char *out, size_t outsz)
@@ -124,38 +106,122 @@ static int load_or_create_key(struct km_daemon *d)
     return r;
 }
 
-static json_t *status_json(const struct km_daemon *d)
+static int conf_sockaddr(const struct km_conf_addr *a, struct sockaddr_storage *ss)
 {
-    char prefix[16];
-    km_prefix_str(d->cfg->prefix, prefix);
-    json_t *ls = json_array();
-    for (size_t i = 0; ls != NULL && i < d->cfg->n_mesh_listen; i++) {
-        char a[64];
-        const struct km_conf_addr *l = &d->cfg->mesh_listen[i];
-        snprintf(a, sizeof a, strchr(l->host, ':') ? "[%s]:%u" : "%s:%u", l->host, l->port);
-        json_array_append_new(ls, json_string(a));
+    if (uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)ss) == 0 ||
+        uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)ss) == 0) {
+        return 0;
     }
-    return json_pack("{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s?, s:s, s:I, s:o, s:o}",
-                     "version", KM_VERSION, "node_id", d->node_id, "fqdn", d->fqdn, "vip", d->vip,
-                     "prefix", prefix, "pid", (json_int_t)getpid(), "uptime_s",
-                     (json_int_t)(time(NULL) - d->started), "state_dir", d->opts->dir, "config",
-                     d->config_loaded ? d->opts->config_path : NULL, "log_level",
-                     km_log_level_name(km_log_get_level()), "reloads", (json_int_t)d->reloads,
-                     "mesh_listen", ls != NULL ? ls : json_null(), "peers", json_array());
+    return KM_ERR_INVALID;
 }
 
-static json_t *on_ctl(void *arg, const char *cmd, const json_t *req)
+static void addr_text(const struct km_conf_addr *a, char out[64])
 {
-    (void)req;
-    struct km_daemon *d = arg;
-    if (strcmp(cmd, "status") == 0) {
-        return status_json(d);
+    snprintf(out, 64, strchr(a->host, ':') != NULL ? "[%s]:%u" : "%s:%u", a->host, a->port);
+}
+
+/* The SSH node, its listeners and the mesh above it. */
+static int start_mesh(struct km_daemon *d)
+{
+    const struct km_config *c = d->cfg;
+    struct km_ssh_opts so;
+    km_ssh_opts_default(&so);
+    so.login_grace_ms = (unsigned)c->login_grace_ms;
+    so.connect_timeout_ms = (unsigned)c->connect_timeout_ms;
+    so.keepalive_ms = (unsigned)c->keepalive_ms;
+    so.max_sessions = (unsigned)c->max_sessions;
+    so.max_channels = (unsigned)c->max_channels;
+    if (c->ciphers == KM_CIPHER_AES) {
+        so.prefer_aes = true;
+    } else if (c->ciphers == KM_CIPHER_CHACHA) {
+        so.prefer_aes = false;
     }
-    if (strcmp(cmd, "ping") == 0) {
-        return json_object();
+    struct km_ssh_hooks hooks;
+    km_router_ssh_hooks(d->router, &hooks);
+    int r = km_ssh_node_new(km_loop_uv(d->loop), d->key, &so, &hooks, &d->ssh);
+    if (r != 0) {
+        KM_ERROR_R(r, "cannot set up the SSH node");
+        return r;
     }
-    KM_DEBUG("ctl: unknown command \"%s\"", cmd); /* cmd is [a-z0-9-] only */
-    return json_pack("{s:b, s:s+}", "ok", 0, "error", "unknown command: ", cmd);
+    for (size_t i = 0; i < c->n_mesh_listen; i++) {
+        struct sockaddr_storage ss;
+        char at[64];
+        addr_text(&c->mesh_listen[i], at);
+        if ((r = conf_sockaddr(&c->mesh_listen[i], &ss)) != 0 ||
+            (r = km_ssh_node_listen(d->ssh, (struct sockaddr *)&ss)) != 0) {
+            KM_ERROR_R(r, "cannot listen for mesh peers on %s", at);
+            return r;
+        }
+        KM_INFO("mesh: listening on %s (%s first)", at, so.prefer_aes ? "AES-GCM" : "ChaCha20");
+    }
+    struct km_mesh_opts mo;
+    km_mesh_opts_default(&mo);
+    mo.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
+    if ((r = km_mesh_new(km_loop_uv(d->loop), d->ssh, &mo, km_router_lookup, d->router,
+                         &d->mesh)) != 0) {
+        KM_ERROR_R(r, "cannot set up the mesh");
+        return r;
+    }
+    km_router_set_mesh(d->router, d->mesh);
+    return 0;
+}
+
+/* SOCKS5 and HTTP proxy front ends on their listeners. */
+static int start_proxies(struct km_daemon *d)
+{
+    const struct km_config *c = d->cfg;
+    struct km_egress *e = km_router_egress(d->router);
+    int r;
+    for (size_t i = 0; c->socks5_enabled && i < c->n_socks5_listen; i++) {
+        struct sockaddr_storage ss;
+        char at[64];
+        addr_text(&c->socks5_listen[i], at);
+        const char *user = c->socks5_username[0] != '\0' ? c->socks5_username : NULL;
+        const char *pass = c->socks5_password[0] != '\0' ? c->socks5_password : NULL;
+        if ((r = conf_sockaddr(&c->socks5_listen[i], &ss)) != 0 ||
+            (r = km_socks5_server_new(km_loop_uv(d->loop), (struct sockaddr *)&ss, e, user, pass,
+                                      NULL, &d->socks5[i])) != 0) {
+            KM_ERROR_R(r, "cannot listen for SOCKS5 on %s", at);
+            return r;
+        }
+        KM_INFO("socks5: listening on %s%s", at, user != NULL ? " (username/password)" : "");
+    }
+    for (size_t i = 0; c->http_enabled && i < c->n_http_listen; i++) {
+        struct sockaddr_storage ss;
+        char at[64];
+        addr_text(&c->http_listen[i], at);
+        if ((r = conf_sockaddr(&c->http_listen[i], &ss)) != 0 ||
+            (r = km_http_server_new(km_loop_uv(d->loop), (struct sockaddr *)&ss, e, NULL,
+                                    &d->http[i])) != 0) {
+            KM_ERROR_R(r, "cannot listen for the HTTP proxy on %s", at);
+            return r;
+        }
+        KM_INFO("http proxy: listening on %s", at);
+    }
+    return 0;
+}
+
+/* Close every service; the loop ends once their handles are closed. Idempotent. */
+static void stop_services(struct km_daemon *d)
+{
+    for (size_t i = 0; i < KM_CONFIG_MAX_LISTEN; i++) {
+        km_socks5_server_close(d->socks5[i]);
+        d->socks5[i] = NULL;
+        km_http_server_close(d->http[i]);
+        d->http[i] = NULL;
+    }
+    km_ctl_server_close(d->ctl);
+    d->ctl = NULL;
+    /* Streams in flight end now (clients see their connections close). */
+    km_relay_close_all();
+    if (d->router != NULL) {
+        km_router_shutdown(d->router);
+    }
+    km_mesh_close(d->mesh);
+    d->mesh = NULL;
+    km_ssh_node_close(d->ssh);
+    d->ssh = NULL;
+    km_relay_close_all(); /* relays the node's final callbacks may have ended */
 }
 
 static void on_stop(struct km_loop *l, int signum, void *arg)
@@ -170,8 +236,7 @@ static void on_stop(struct km_loop *l, int signum, void *arg)
     }
     d->stopping = true;
     KM_INFO("signal %d: shutting down", signum);
-    km_ctl_server_close(d->ctl);
-    d->ctl = NULL;
+    stop_services(d);
 }
 
 /* SIGHUP: re-read the configuration. A bad file is reported and the running one kept. */
@@ -204,6 +269,7 @@ static void on_reload(struct km_loop *l, int signum, void *arg)
         n->prefix = d->cfg->prefix;
         memcpy(n->control_socket, d->cfg->control_socket, sizeof n->control_socket);
     }
+    km_router_set_config(d->router, n);
     free(d->cfg);
     d->cfg = n;
     d->config_loaded = loaded;
@@ -242,8 +308,13 @@ static int start(struct km_daemon *d)
     }
     /* We hold the lock, so a socket file left here is from a daemon that died. */
     (void)unlink(d->sock_path);
-    if ((r = km_ctl_server_new(km_loop_uv(d->loop), d->sock_path, on_ctl, d, &d->ctl)) != 0) {
+    if ((r = km_ctl_server_new(km_loop_uv(d->loop), d->sock_path, km__daemon_on_ctl, d, &d->ctl)) !=
+        0) {
         KM_ERROR_R(r, "cannot listen on control socket %s", d->sock_path);
+        return r;
+    }
+    if ((r = km_router_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), &d->router)) != 0 ||
+        (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0) {
         return r;
     }
     if ((r = km_loop_watch_signals(d->loop, on_stop, on_reload, d)) != 0) {
@@ -275,11 +346,16 @@ int km_daemon_run(const struct km_daemon_opts *opts)
         r = km_loop_run(d.loop);
         status = r == 0 ? 0 : 1;
     }
-    km_ctl_server_close(d.ctl);
+    stop_services(&d);
+    /* Let the closes finish: SSH sessions are torn down on the next loop turns. */
+    if (km_loop_run(d.loop) != 0) {
+        status = 1;
+    }
     if (km_loop_free(d.loop) != 0) {
         KM_ERROR("handles leaked at shutdown");
         status = 1;
     }
+    km_router_free(d.router);
     km_key_free(d.key);
     free(d.cfg);
     if (d.lock_fd >= 0) {

@@ -83,8 +83,9 @@ struct fixture {
     int client_result;
 };
 
-static json_t *handler(void *arg, const char *cmd, const json_t *req)
+static json_t *handler(void *arg, const char *cmd, const json_t *req, struct km_ctl_conn *conn)
 {
+    (void)conn;
     struct fixture *f = arg;
     f->calls++;
     if (strcmp(cmd, "echo") == 0) {

@@ -1,0 +1,203 @@
+/* Control-socket commands of the daemon (docs/PROTOCOL.md section 1). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/daemon/daemon_int.h"
+#include "core/log.h"
+#include "core/relay.h"
+#include "core/version.h"
+
+static json_t *addr_list(const struct km_conf_addr *a, size_t n, bool enabled)
+{
+    json_t *arr = json_array();
+    for (size_t i = 0; arr != NULL && enabled && i < n; i++) {
+        char t[64];
+        snprintf(t, sizeof t, strchr(a[i].host, ':') != NULL ? "[%s]:%u" : "%s:%u", a[i].host,
+                 a[i].port);
+        json_array_append_new(arr, json_string(t));
+    }
+    return arr;
+}
+
+static json_t *peer_json(const struct km_daemon *d, const struct km_pubkey *key)
+{
+    char id[KM_NODE_ID_LEN + 1];
+    char fqdn[KM_FQDN_MAX];
+    char vip[KM_VIP_STRLEN];
+    km_node_id(key, id);
+    km_vip_str(key, d->cfg->prefix, vip);
+    if (km_fqdn(key, d->cfg->suffix, fqdn, sizeof fqdn) != 0) {
+        fqdn[0] = '\0';
+    }
+    json_t *p = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:i}", "node_id", id, "name", "", "fqdn",
+                          fqdn, "vip", vip, "state", "idle", "address", "", "streams", 0);
+    for (size_t i = 0; p != NULL && i < d->cfg->n_peers; i++) {
+        if (km_pubkey_equal(&d->cfg->peers[i].key, key)) {
+            json_object_set_new(p, "name", json_string(d->cfg->peers[i].name));
+        }
+    }
+    return p;
+}
+
+static json_t *find_peer_json(json_t *peers, const struct km_pubkey *key)
+{
+    char id[KM_NODE_ID_LEN + 1];
+    km_node_id(key, id);
+    size_t i;
+    json_t *p;
+    json_array_foreach (peers, i, p) {
+        const char *pid = json_string_value(json_object_get(p, "node_id"));
+        if (pid != NULL && strcmp(pid, id) == 0) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+struct peers_ctx {
+    const struct km_daemon *d;
+    json_t *peers;
+};
+
+static void add_mesh_peer(void *arg, const struct km_mesh_peer_info *info)
+{
+    struct peers_ctx *ctx = arg;
+    json_t *p = find_peer_json(ctx->peers, &info->key);
+    if (p == NULL) {
+        p = peer_json(ctx->d, &info->key);
+        if (p == NULL || json_array_append_new(ctx->peers, p) != 0) {
+            return;
+        }
+    }
+    json_object_set_new(p, "state", json_string(info->state));
+    json_object_set_new(p, "address", json_string(info->addr));
+    json_object_set_new(p, "streams", json_integer(info->streams));
+    if (info->cipher[0] != '\0') {
+        json_object_set_new(p, "cipher", json_string(info->cipher));
+    }
+    if (info->last_err != 0) {
+        json_object_set_new(p, "last_error", json_string(km_strerror(info->last_err)));
+    }
+}
+
+/* Configured peers first, in file order, with the mesh's view of each merged in. */
+static json_t *peers_json(const struct km_daemon *d)
+{
+    json_t *peers = json_array();
+    for (size_t i = 0; peers != NULL && i < d->cfg->n_peers; i++) {
+        json_array_append_new(peers, peer_json(d, &d->cfg->peers[i].key));
+    }
+    struct peers_ctx ctx = {d, peers};
+    if (peers != NULL && d->mesh != NULL) {
+        km_mesh_foreach(d->mesh, add_mesh_peer, &ctx);
+    }
+    return peers;
+}
+
+static json_t *status_json(const struct km_daemon *d)
+{
+    const struct km_config *c = d->cfg;
+    char prefix[16];
+    km_prefix_str(c->prefix, prefix);
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s?, s:s, s:I, s:o, s:o, s:o, s:I, s:I, s:o}",
+        "version", KM_VERSION, "node_id", d->node_id, "fqdn", d->fqdn, "vip", d->vip, "prefix",
+        prefix, "pid", (json_int_t)getpid(), "uptime_s", (json_int_t)(time(NULL) - d->started),
+        "state_dir", d->opts->dir, "config", d->config_loaded ? d->opts->config_path : NULL,
+        "log_level", km_log_level_name(km_log_get_level()), "reloads", (json_int_t)d->reloads,
+        "mesh_listen", addr_list(c->mesh_listen, c->n_mesh_listen, true), "socks5_listen",
+        addr_list(c->socks5_listen, c->n_socks5_listen, c->socks5_enabled), "http_listen",
+        addr_list(c->http_listen, c->n_http_listen, c->http_enabled), "sessions",
+        (json_int_t)(d->ssh != NULL ? km_ssh_node_sessions(d->ssh) : 0), "streams",
+        (json_int_t)km_relay_count(), "peers", peers_json(d));
+}
+
+static json_t *cmd_connect(struct km_daemon *d, const json_t *req, struct km_ctl_conn *conn);
+
+json_t *km__daemon_on_ctl(void *arg, const char *cmd, const json_t *req, struct km_ctl_conn *conn)
+{
+    struct km_daemon *d = arg;
+    if (strcmp(cmd, "status") == 0) {
+        return status_json(d);
+    }
+    if (strcmp(cmd, "ping") == 0) {
+        return json_object();
+    }
+    if (strcmp(cmd, "connect") == 0) {
+        return cmd_connect(d, req, conn);
+    }
+    KM_DEBUG("ctl: unknown command \"%s\"", cmd); /* cmd is [a-z0-9-] only */
+    return json_pack("{s:b, s:s+}", "ok", 0, "error", "unknown command: ", cmd);
+}
+
+/* ---- connect: a byte stream for `keymesh connect HOST PORT` ----
+ *
+ * The client's connection is taken over: the reply line {"ok":true} is followed by the raw
+ * stream, or {"ok":false,"error":...} by a close. */
+
+struct connect_req {
+    struct km_stream *client;
+    uint8_t pending[1024];
+    size_t n_pending;
+    char what[300];
+};
+
+static void connect_reply(struct km_stream *client, int err)
+{
+    char line[256];
+    if (err == 0) {
+        snprintf(line, sizeof line, "{\"ok\":true}\n");
+    } else {
+        snprintf(line, sizeof line, "{\"ok\":false,\"error\":\"%s\"}\n", km_strerror(err));
+    }
+    (void)km_stream_write(client, (const uint8_t *)line, strlen(line));
+}
+
+static void on_connect_done(void *arg, int err, struct km_stream *target)
+{
+    struct connect_req *c = arg;
+    connect_reply(c->client, err);
+    if (err != 0) {
+        KM_INFO("connect %s: %s", c->what, km_strerror(err));
+        km_stream_shutdown(c->client);
+        km_stream_close(c->client);
+    } else if (km_relay_start(c->client, target, c->pending, c->n_pending, NULL, NULL) != 0) {
+        KM_INFO("connect %s: relay failed", c->what);
+    }
+    free(c);
+}
+
+static json_t *cmd_connect(struct km_daemon *d, const json_t *req, struct km_ctl_conn *conn)
+{
+    const char *host = json_string_value(json_object_get(req, "host"));
+    json_int_t port = json_integer_value(json_object_get(req, "port"));
+    if (host == NULL || host[0] == '\0' || strlen(host) > 255 || port < 1 || port > 65535) {
+        return json_pack("{s:b, s:s}", "ok", 0, "error",
+                         "connect needs \"host\" (1-255 characters) and \"port\" (1-65535)");
+    }
+    struct connect_req *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        return NULL;
+    }
+    char h[280];
+    km_log_escape(h, sizeof h, host, strlen(host));
+    snprintf(c->what, sizeof c->what, "\"%s\":%d", h, (int)port);
+    c->client = km_ctl_take(conn, c->pending, sizeof c->pending, &c->n_pending);
+    if (c->client == NULL) {
+        free(c);
+        return NULL;
+    }
+    struct km_egress *e = km_router_egress(d->router);
+    struct km_egress_req *er;
+    int r = e->open(e, host, (uint16_t)port, "connect", on_connect_done, c, &er);
+    if (r != 0) {
+        KM_INFO("connect %s: %s", c->what, km_strerror(r));
+        connect_reply(c->client, r);
+        km_stream_shutdown(c->client);
+        km_stream_close(c->client);
+        free(c);
+    }
+    return NULL;
+}

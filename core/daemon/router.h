@@ -1,0 +1,57 @@
+/* The router: where a stream goes, and who may open one here.
+ *
+ * Outbound (the km_egress that SOCKS5, the HTTP proxy and `keymesh connect` use):
+ *   <node-id>.<suffix>, <alias>.<suffix> and VIPs go into the mesh to that node's
+ *   "localhost"; this node's own names connect locally; everything else follows the egress
+ *   policy: refuse, direct (with private ranges refused unless allowed), or through the exit
+ *   node.
+ * Inbound (the SSH hooks): a peer may log in as "keymesh" when a [peer] section allows its
+ * key, and open a local port listed in [mesh] expose or its own expose list; a peer marked
+ * `exit = true` may also reach outside destinations through this node. */
+#ifndef KM_DAEMON_ROUTER_H
+#define KM_DAEMON_ROUTER_H
+
+#include <uv.h>
+
+#include "core/daemon/config.h"
+#include "core/err.h"
+#include "proto/egress.h"
+#include "proto/mesh.h"
+#include "proto/ssh.h"
+
+struct km_router;
+
+/* cfg and self are borrowed and must outlive the router (the daemon replaces cfg only
+ * through km_router_set_config). */
+KM_MUST_CHECK int km_router_new(uv_loop_t *loop, const struct km_config *cfg,
+                                const struct km_pubkey *self, struct km_router **out);
+
+/* Attach the mesh once it exists (the mesh needs the router's lookup first). */
+void km_router_set_mesh(struct km_router *r, struct km_mesh *mesh);
+
+/* Switch to a reloaded configuration. */
+void km_router_set_config(struct km_router *r, const struct km_config *cfg);
+
+/* The egress interface for front-ends. */
+struct km_egress *km_router_egress(struct km_router *r);
+
+/* Hooks for km_ssh_node_new; arg is the router. */
+void km_router_ssh_hooks(struct km_router *r, struct km_ssh_hooks *out);
+
+/* Lookup hook for km_mesh_new; arg is the router. */
+int km_router_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_target *out);
+
+/* Resolve a host name or literal to a peer key when it names a mesh node (FQDN, alias,
+ * VIP). Returns 0, KM_ERR_NOT_FOUND for a mesh name that is no node, or KM_ERR_INVALID when
+ * host is not a mesh name at all. */
+KM_MUST_CHECK int km_router_resolve(const struct km_router *r, const char *host,
+                                    struct km_pubkey *out);
+
+/* Cancel everything in flight and detach the mesh (daemon shutdown). The SSH hooks stay
+ * callable until km_router_free. */
+void km_router_shutdown(struct km_router *r);
+
+/* km_router_shutdown and free. Accepts NULL. */
+void km_router_free(struct km_router *r);
+
+#endif

@@ -1,0 +1,452 @@
+#include "proto/mesh.h"
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "identity/derive.h"
+
+#define SWEEP_MS 250
+
+struct km_mesh_req {
+    struct km_mesh *mesh;
+    km_mesh_open_cb cb;
+    void *arg;
+    char host[256];
+    uint16_t port;
+    uint64_t deadline_ms;
+    int err;                   /* for deferred failures */
+    struct km_ssh_open *sopen; /* once issued on a connection */
+    struct km_mesh_req *next;  /* in a peer's waiting list or the mesh's failed list */
+};
+
+struct peer {
+    struct km_mesh *mesh;
+    struct km_pubkey key;
+    struct km_ssh_conn *conn;    /* ready */
+    struct km_ssh_conn *dialing; /* handshake in progress */
+    struct km_mesh_target target;
+    size_t addr_idx;
+    bool fatal; /* a dial failed on host key or authentication */
+    struct km_mesh_req *waiting;
+    uint64_t next_dial_ms;
+    unsigned backoff_ms;
+    int last_err;
+    unsigned issued; /* opens outstanding on conn */
+    char addr[64];
+    char id[13];
+    struct peer *next;
+};
+
+struct km_mesh {
+    uv_loop_t *loop;
+    struct km_ssh_node *node;
+    struct km_mesh_opts opts;
+    km_mesh_lookup_cb lookup;
+    void *lookup_arg;
+    struct peer *peers;
+    struct km_mesh_req *failed;
+    uv_timer_t sweep;
+    uv_timer_t defer;
+    unsigned pending_closes;
+    bool closing;
+};
+
+void km_mesh_opts_default(struct km_mesh_opts *o)
+{
+    o->idle_timeout_ms = 300000;
+    o->request_timeout_ms = 10000;
+    o->backoff_min_ms = 250;
+    o->backoff_max_ms = 30000;
+}
+
+static uint64_t now_ms(const struct km_mesh *m)
+{
+    return uv_now(m->loop);
+}
+
+static void addr_str(const struct sockaddr_storage *ss, char *out, size_t outsz)
+{
+    char ip[INET6_ADDRSTRLEN] = "?";
+    if (ss->ss_family == AF_INET) {
+        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
+        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
+        snprintf(out, outsz, "%s:%u", ip, ntohs(in->sin_port));
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
+        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
+        snprintf(out, outsz, "[%s]:%u", ip, ntohs(in6->sin6_port));
+    }
+}
+
+/* ---- deferred failures (callbacks are never synchronous) ---- */
+
+static void on_defer(uv_timer_t *t)
+{
+    struct km_mesh *m = t->data;
+    while (m->failed != NULL) {
+        struct km_mesh_req *r = m->failed;
+        m->failed = r->next;
+        r->cb(r->arg, r->err, NULL);
+        free(r);
+    }
+}
+
+static void fail_later(struct km_mesh *m, struct km_mesh_req *r, int err)
+{
+    r->err = err;
+    r->next = m->failed;
+    m->failed = r;
+    (void)uv_timer_start(&m->defer, on_defer, 0, 0);
+}
+
+static void fail_waiting(struct peer *p, struct km_mesh *m, int err)
+{
+    while (p->waiting != NULL) {
+        struct km_mesh_req *r = p->waiting;
+        p->waiting = r->next;
+        fail_later(m, r, err);
+    }
+}
+
+/* ---- issuing streams on a ready connection ---- */
+
+static void on_open(void *arg, int err, struct km_stream *s)
+{
+    struct km_mesh_req *r = arg;
+    km_mesh_open_cb cb = r->cb;
+    void *cb_arg = r->arg;
+    free(r);
+    cb(cb_arg, err, s);
+}
+
+static void issue(struct km_mesh *m, struct peer *p, struct km_mesh_req *r)
+{
+    int e = km_ssh_open_direct(p->conn, r->host, r->port, on_open, r, &r->sopen);
+    if (e != 0) {
+        fail_later(m, r, e == KM_ERR_TOO_LARGE ? KM_ERR_TOO_LARGE : KM_ERR_UNREACHABLE);
+    }
+}
+
+static void issue_waiting(struct km_mesh *m, struct peer *p)
+{
+    while (p->waiting != NULL) {
+        struct km_mesh_req *r = p->waiting;
+        p->waiting = r->next;
+        issue(m, p, r);
+    }
+}
+
+/* ---- dialling ---- */
+
+static void dial_next(struct km_mesh *m, struct peer *p);
+
+static void dial_failed(struct km_mesh *m, struct peer *p)
+{
+    unsigned b = p->backoff_ms == 0 ? m->opts.backoff_min_ms : p->backoff_ms * 2;
+    p->backoff_ms = b > m->opts.backoff_max_ms ? m->opts.backoff_max_ms : b;
+    p->next_dial_ms = now_ms(m) + p->backoff_ms;
+    KM_INFO("mesh peer %s...: no address worked (%s); next try in %u ms", p->id,
+            km_strerror(p->last_err), p->backoff_ms);
+    /* The requests that waited for this dial fail now: their clients get a prompt error. */
+    fail_waiting(p, m, KM_ERR_UNREACHABLE);
+}
+
+static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
+{
+    struct peer *p = arg;
+    struct km_mesh *m = p->mesh;
+    p->dialing = NULL;
+    if (err == 0) {
+        p->conn = c;
+        p->backoff_ms = 0;
+        p->fatal = false;
+        addr_str(&p->target.addrs[p->addr_idx], p->addr, sizeof p->addr);
+        issue_waiting(m, p);
+        return;
+    }
+    p->last_err = err;
+    if (err == KM_ERR_HOST_KEY || err == KM_ERR_AUTH) {
+        p->fatal = true;
+    }
+    p->addr_idx++;
+    dial_next(m, p);
+}
+
+static void dial_next(struct km_mesh *m, struct peer *p)
+{
+    while (p->addr_idx < p->target.n_addrs) {
+        const struct sockaddr *sa = (const struct sockaddr *)&p->target.addrs[p->addr_idx];
+        int r = km_ssh_dial(m->node, sa, &p->key, p->target.user, on_dialled, p, &p->dialing);
+        if (r == 0) {
+            return;
+        }
+        p->last_err = r;
+        p->addr_idx++;
+    }
+    dial_failed(m, p);
+}
+
+static void start_dial(struct km_mesh *m, struct peer *p)
+{
+    if (p->dialing != NULL || p->conn != NULL || m->closing) {
+        return;
+    }
+    int r = m->lookup(m->lookup_arg, &p->key, &p->target);
+    if (r != 0 || p->target.n_addrs == 0) {
+        p->last_err = KM_ERR_NOT_FOUND;
+        fail_waiting(p, m, KM_ERR_UNREACHABLE);
+        return;
+    }
+    if (p->target.user[0] == '\0') {
+        snprintf(p->target.user, sizeof p->target.user, "keymesh");
+    }
+    p->addr_idx = 0;
+    p->fatal = false;
+    dial_next(m, p);
+}
+
+/* ---- peers ---- */
+
+static struct peer *find_peer(struct km_mesh *m, const struct km_pubkey *key)
+{
+    for (struct peer *p = m->peers; p != NULL; p = p->next) {
+        if (km_pubkey_equal(&p->key, key)) {
+            return p;
+        }
+    }
+    return NULL;
+}
+
+static struct peer *get_peer(struct km_mesh *m, const struct km_pubkey *key)
+{
+    struct peer *p = find_peer(m, key);
+    if (p != NULL) {
+        return p;
+    }
+    p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return NULL;
+    }
+    p->mesh = m;
+    p->key = *key;
+    char id[KM_NODE_ID_LEN + 1];
+    km_node_id(key, id);
+    memcpy(p->id, id, 12);
+    p->next = m->peers;
+    m->peers = p;
+    return p;
+}
+
+/* ---- periodic work ---- */
+
+static void on_sweep(uv_timer_t *t)
+{
+    struct km_mesh *m = t->data;
+    uint64_t now = now_ms(m);
+    struct peer **pp = &m->peers;
+    while (*pp != NULL) {
+        struct peer *p = *pp;
+        /* Requests past their deadline give up. */
+        struct km_mesh_req **rp = &p->waiting;
+        while (*rp != NULL) {
+            struct km_mesh_req *r = *rp;
+            if (r->deadline_ms <= now) {
+                *rp = r->next;
+                fail_later(m, r, KM_ERR_UNREACHABLE);
+            } else {
+                rp = &r->next;
+            }
+        }
+        if (p->waiting != NULL && now >= p->next_dial_ms) {
+            start_dial(m, p);
+        }
+        if (p->conn != NULL && m->opts.idle_timeout_ms > 0 &&
+            km_ssh_conn_idle_ms(p->conn) >= m->opts.idle_timeout_ms) {
+            KM_INFO("mesh peer %s...: idle for %u s, closing", p->id,
+                    m->opts.idle_timeout_ms / 1000);
+            km_ssh_conn_close(p->conn);
+            p->conn = NULL;
+        }
+        /* Forget peers with nothing going on, once any backoff has passed. */
+        if (p->conn == NULL && p->dialing == NULL && p->waiting == NULL && now >= p->next_dial_ms) {
+            *pp = p->next;
+            free(p);
+            continue;
+        }
+        pp = &p->next;
+    }
+}
+
+int km_mesh_new(uv_loop_t *loop, struct km_ssh_node *node, const struct km_mesh_opts *o,
+                km_mesh_lookup_cb lookup, void *lookup_arg, struct km_mesh **out)
+{
+    *out = NULL;
+    struct km_mesh *m = calloc(1, sizeof *m);
+    if (m == NULL) {
+        return -ENOMEM;
+    }
+    m->loop = loop;
+    m->node = node;
+    m->opts = *o;
+    m->lookup = lookup;
+    m->lookup_arg = lookup_arg;
+    (void)uv_timer_init(loop, &m->sweep);
+    (void)uv_timer_init(loop, &m->defer);
+    m->sweep.data = m;
+    m->defer.data = m;
+    (void)uv_timer_start(&m->sweep, on_sweep, SWEEP_MS, SWEEP_MS);
+    uv_unref((uv_handle_t *)&m->sweep);
+    *out = m;
+    return 0;
+}
+
+int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, const char *host, uint16_t port,
+                 km_mesh_open_cb cb, void *arg, struct km_mesh_req **req)
+{
+    *req = NULL;
+    if (m->closing) {
+        return KM_ERR_CLOSED;
+    }
+    if (strlen(host) >= sizeof((struct km_mesh_req *)0)->host) {
+        return KM_ERR_TOO_LARGE;
+    }
+    struct peer *p = get_peer(m, peer);
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    if (p->conn == NULL && p->dialing == NULL) {
+        /* Fail at once for a peer nobody knows an address of. */
+        struct km_mesh_target t;
+        memset(&t, 0, sizeof t);
+        if (m->lookup(m->lookup_arg, peer, &t) != 0 || t.n_addrs == 0) {
+            return KM_ERR_NOT_FOUND;
+        }
+    }
+    struct km_mesh_req *r = calloc(1, sizeof *r);
+    if (r == NULL) {
+        return -ENOMEM;
+    }
+    r->mesh = m;
+    r->cb = cb;
+    r->arg = arg;
+    r->port = port;
+    snprintf(r->host, sizeof r->host, "%s", host);
+    r->deadline_ms = now_ms(m) + m->opts.request_timeout_ms;
+    *req = r;
+    if (p->conn != NULL && km_ssh_conn_ready(p->conn)) {
+        issue(m, p, r);
+        return 0;
+    }
+    uint64_t now = now_ms(m);
+    if (p->dialing == NULL && now < p->next_dial_ms && p->next_dial_ms >= r->deadline_ms) {
+        /* In a backoff longer than the request may wait: say so at once. */
+        fail_later(m, r, KM_ERR_UNREACHABLE);
+        return 0;
+    }
+    r->next = p->waiting;
+    p->waiting = r;
+    if (now >= p->next_dial_ms) {
+        start_dial(m, p);
+    }
+    return 0;
+}
+
+void km_mesh_cancel(struct km_mesh_req *r)
+{
+    if (r == NULL) {
+        return;
+    }
+    struct km_mesh *m = r->mesh;
+    if (r->sopen != NULL) {
+        km_ssh_open_cancel(r->sopen);
+        free(r);
+        return;
+    }
+    /* Waiting for a dial, or queued to fail: unlink it wherever it is. */
+    for (struct km_mesh_req **rp = &m->failed; *rp != NULL; rp = &(*rp)->next) {
+        if (*rp == r) {
+            *rp = r->next;
+            free(r);
+            return;
+        }
+    }
+    for (struct peer *p = m->peers; p != NULL; p = p->next) {
+        for (struct km_mesh_req **rp = &p->waiting; *rp != NULL; rp = &(*rp)->next) {
+            if (*rp == r) {
+                *rp = r->next;
+                free(r);
+                return;
+            }
+        }
+    }
+}
+
+void km_mesh_conn_closed(struct km_mesh *m, struct km_ssh_conn *c, int err)
+{
+    for (struct peer *p = m->peers; p != NULL; p = p->next) {
+        if (p->conn == c) {
+            p->conn = NULL;
+            p->last_err = err;
+            if (p->waiting != NULL && !m->closing) {
+                start_dial(m, p);
+            }
+            return;
+        }
+    }
+}
+
+void km_mesh_foreach(const struct km_mesh *m, km_mesh_peer_cb cb, void *arg)
+{
+    uint64_t now = now_ms(m);
+    for (const struct peer *p = m->peers; p != NULL; p = p->next) {
+        struct km_mesh_peer_info i = {
+            .key = p->key,
+            .addr = p->conn != NULL ? p->addr : "",
+            .cipher = p->conn != NULL ? km_ssh_conn_cipher(p->conn) : "",
+            .streams = p->conn != NULL ? km_ssh_conn_channels(p->conn) : 0,
+            .last_err = p->last_err,
+        };
+        i.state = p->conn != NULL         ? "connected"
+                  : p->dialing != NULL    ? "dialing"
+                  : now < p->next_dial_ms ? "backoff"
+                                          : "idle";
+        cb(arg, &i);
+    }
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    struct km_mesh *m = h->data;
+    if (--m->pending_closes == 0) {
+        free(m);
+    }
+}
+
+void km_mesh_close(struct km_mesh *m)
+{
+    if (m == NULL || m->closing) {
+        return;
+    }
+    m->closing = true;
+    while (m->peers != NULL) {
+        struct peer *p = m->peers;
+        m->peers = p->next;
+        while (p->waiting != NULL) {
+            struct km_mesh_req *r = p->waiting;
+            p->waiting = r->next;
+            r->cb(r->arg, KM_ERR_CLOSED, NULL);
+            free(r);
+        }
+        km_ssh_conn_close(p->dialing);
+        km_ssh_conn_close(p->conn);
+        free(p);
+    }
+    on_defer(&m->defer);
+    m->pending_closes = 2;
+    uv_close((uv_handle_t *)&m->sweep, on_timer_closed);
+    uv_close((uv_handle_t *)&m->defer, on_timer_closed);
+}

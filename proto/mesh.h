@@ -1,0 +1,85 @@
+/* The mesh: streams to peers by key, over one SSH connection per peer, dialled on demand.
+ *
+ * km_mesh_open(peer, host, port) finds the ready connection to that peer or dials one,
+ * trying each address the lookup hook returns, and opens a direct-tcpip channel on it.
+ * Requests that arrive while a dial is in progress wait for it. A failed dial is retried with
+ * exponential backoff while requests are waiting (each request gives up at its own deadline);
+ * a refused host key or authentication fails the waiting requests at once. Connections idle
+ * for idle_timeout_ms are closed. */
+#ifndef KM_PROTO_MESH_H
+#define KM_PROTO_MESH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#include "core/err.h"
+#include "core/stream.h"
+#include "identity/key.h"
+#include "proto/ssh.h"
+
+#define KM_MESH_MAX_ADDRS 8
+
+/* Where a peer can be reached, as the lookup hook reports it. */
+struct km_mesh_target {
+    struct sockaddr_storage addrs[KM_MESH_MAX_ADDRS];
+    size_t n_addrs;
+    char user[64]; /* SSH user to log in as ("keymesh" for keymesh nodes) */
+};
+
+/* Fill *out for peer. Return 0, or KM_ERR_NOT_FOUND when no address is known. */
+typedef int (*km_mesh_lookup_cb)(void *arg, const struct km_pubkey *peer,
+                                 struct km_mesh_target *out);
+
+struct km_mesh_opts {
+    unsigned idle_timeout_ms;    /* close a connection with no stream for this long (0: never) */
+    unsigned request_timeout_ms; /* how long a stream request may wait for a connection */
+    unsigned backoff_min_ms;
+    unsigned backoff_max_ms;
+};
+
+void km_mesh_opts_default(struct km_mesh_opts *o);
+
+struct km_mesh;
+struct km_mesh_req;
+
+/* Result of km_mesh_open: a stream the callee owns, or KM_ERR_UNREACHABLE (no working path:
+ * every address failed, host key mismatch, authentication refused), KM_ERR_REFUSED (the peer
+ * refused the stream), KM_ERR_CLOSED. Never synchronous. */
+typedef void (*km_mesh_open_cb)(void *arg, int err, struct km_stream *s);
+
+/* node must outlive the mesh. */
+KM_MUST_CHECK int km_mesh_new(uv_loop_t *loop, struct km_ssh_node *node,
+                              const struct km_mesh_opts *o, km_mesh_lookup_cb lookup,
+                              void *lookup_arg, struct km_mesh **out);
+
+/* Ask for a stream to host:port on peer. Returns 0 with a handle, or KM_ERR_NOT_FOUND (no
+ * address known for peer) / -ENOMEM, in which case cb is never called. */
+KM_MUST_CHECK int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, const char *host,
+                               uint16_t port, km_mesh_open_cb cb, void *arg,
+                               struct km_mesh_req **req);
+
+/* Abandon a request: cb will not be called. */
+void km_mesh_cancel(struct km_mesh_req *req);
+
+/* The SSH node's on_conn_closed hook must forward here. */
+void km_mesh_conn_closed(struct km_mesh *m, struct km_ssh_conn *c, int err);
+
+/* Per-peer state for status output. */
+struct km_mesh_peer_info {
+    struct km_pubkey key;
+    const char *state; /* "connected", "dialing", "backoff", "idle" */
+    const char *addr;  /* the address of the connection in use, or "" */
+    const char *cipher;
+    unsigned streams;
+    int last_err;
+};
+typedef void (*km_mesh_peer_cb)(void *arg, const struct km_mesh_peer_info *info);
+void km_mesh_foreach(const struct km_mesh *m, km_mesh_peer_cb cb, void *arg);
+
+/* Close every connection and free the mesh; waiting requests fail with KM_ERR_CLOSED.
+ * Accepts NULL. */
+void km_mesh_close(struct km_mesh *m);
+
+#endif

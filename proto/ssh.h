@@ -1,0 +1,117 @@
+/* The SSH mesh transport: libssh sessions, both roles, driven non-blocking on the libuv loop
+ * (DESIGN.md section 4).
+ *
+ * A km_ssh_node holds this node's key, the crypto and limit settings and the daemon's policy
+ * hooks. It listens for peers (server role) and dials them (client role); either way a
+ * session becomes a km_ssh_conn, and each direct-tcpip channel on it a km_stream that the
+ * relay splices like any socket.
+ *
+ * Trust: a dialled session is usable only after the server's host key equals the key the
+ * caller expected (the node ID being dialled); an accepted session only after the client
+ * proved possession of a key the authorize hook accepts. Nothing else identifies a peer. */
+#ifndef KM_PROTO_SSH_H
+#define KM_PROTO_SSH_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/socket.h>
+#include <uv.h>
+
+#include "core/err.h"
+#include "core/stream.h"
+#include "identity/key.h"
+
+struct km_ssh_opts {
+    unsigned login_grace_ms;     /* server: time allowed from accept to authenticated */
+    unsigned connect_timeout_ms; /* client: TCP connect + key exchange + authentication */
+    unsigned keepalive_ms;       /* TCP keepalive idle time; dead peers found in ~2x this */
+    unsigned max_sessions;       /* sessions (both roles) at once */
+    unsigned max_unauth;         /* accepted sessions not yet authenticated */
+    unsigned max_channels;       /* channels per session */
+    bool prefer_aes;             /* AES-GCM first (CPU has AES instructions), else ChaCha20 */
+};
+
+/* Fill o with the defaults documented in docs/CONFIG.md. prefer_aes follows the CPU. */
+void km_ssh_opts_default(struct km_ssh_opts *o);
+
+/* True when this CPU has AES instructions (x86 AES-NI, arm64 AES). */
+bool km_ssh_cpu_has_aes(void);
+
+struct km_ssh_conn;
+
+/* Decisions and events the daemon supplies. Hooks run on the loop, possibly from inside
+ * libssh; they must not close the connection they are called for (mark and defer). */
+struct km_ssh_hooks {
+    /* Server: may key log in as user? Return 0 to accept, KM_ERR_REFUSED otherwise. Called
+     * only for ssh-ed25519 keys, once with the signature verified. */
+    int (*authorize)(void *arg, const struct km_pubkey *key, const char *user);
+    /* Either role: the authenticated peer asks for a direct-tcpip stream to host:port.
+     * Return 0 to accept (on_direct follows at once) or KM_ERR_REFUSED. */
+    int (*allow_direct)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port);
+    /* An accepted direct-tcpip stream; the callee owns s and connects it to host:port. */
+    void (*on_direct)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,
+                      struct km_stream *s);
+    /* A session ended (after ready or not). err is why. Called once per conn, after which
+     * the conn pointer is invalid. May be NULL. */
+    void (*on_conn_closed)(void *arg, struct km_ssh_conn *c, int err);
+    void *arg;
+};
+
+struct km_ssh_node;
+
+/* Create a node. key is copied into libssh's form; o and hooks are copied. Returns 0 or a
+ * negative code. */
+KM_MUST_CHECK int km_ssh_node_new(uv_loop_t *loop, const struct km_key *key,
+                                  const struct km_ssh_opts *o, const struct km_ssh_hooks *hooks,
+                                  struct km_ssh_node **out);
+
+/* Listen for peers on addr (may be called for several addresses). Returns 0 or -errno. */
+KM_MUST_CHECK int km_ssh_node_listen(struct km_ssh_node *n, const struct sockaddr *addr);
+
+/* The port actually bound by the i-th listener (for port 0 in tests), or 0. */
+uint16_t km_ssh_node_listen_port(const struct km_ssh_node *n, unsigned i);
+
+/* Close listeners and every session (their streams end with KM_ERR_CLOSED) and free the node
+ * once all handles are closed. Idempotent; accepts NULL. */
+void km_ssh_node_close(struct km_ssh_node *n);
+
+/* Counts for status. */
+unsigned km_ssh_node_sessions(const struct km_ssh_node *n);
+
+/* Client role. cb reports once: err 0 when the session is authenticated and ready, or an
+ * error (KM_ERR_HOST_KEY, KM_ERR_AUTH, -ETIMEDOUT, -ECONNREFUSED, KM_ERR_SSH, ...), after
+ * which the conn is gone (on_conn_closed is not called for a conn that never became ready).
+ * The conn is returned at once in *out so the caller may close it to cancel (then cb is not
+ * called). user is the SSH user name to authenticate as. */
+typedef void (*km_ssh_ready_cb)(struct km_ssh_conn *c, int err, void *arg);
+KM_MUST_CHECK int km_ssh_dial(struct km_ssh_node *n, const struct sockaddr *addr,
+                              const struct km_pubkey *expected, const char *user,
+                              km_ssh_ready_cb cb, void *arg, struct km_ssh_conn **out);
+
+/* Open a direct-tcpip channel on a ready conn (either role). cb reports once with a stream
+ * the callee then owns, or an error (KM_ERR_REFUSED when the peer refused the open,
+ * KM_ERR_CLOSED if the conn died, KM_ERR_TOO_LARGE at max_channels). Never synchronous. The
+ * request handle may be cancelled until cb runs. */
+struct km_ssh_open;
+typedef void (*km_ssh_open_cb)(void *arg, int err, struct km_stream *s);
+KM_MUST_CHECK int km_ssh_open_direct(struct km_ssh_conn *c, const char *host, uint16_t port,
+                                     km_ssh_open_cb cb, void *arg, struct km_ssh_open **req);
+void km_ssh_open_cancel(struct km_ssh_open *req);
+
+/* Close a conn: its streams end with KM_ERR_CLOSED, on_conn_closed follows (if it was ready).
+ * Idempotent. */
+void km_ssh_conn_close(struct km_ssh_conn *c);
+
+/* The authenticated (server role) or verified (client role) peer key. */
+const struct km_pubkey *km_ssh_conn_peer(const struct km_ssh_conn *c);
+bool km_ssh_conn_is_client(const struct km_ssh_conn *c);
+bool km_ssh_conn_ready(const struct km_ssh_conn *c);
+unsigned km_ssh_conn_channels(const struct km_ssh_conn *c);
+/* Milliseconds since the conn last had a channel (0 while it has some). */
+uint64_t km_ssh_conn_idle_ms(const struct km_ssh_conn *c);
+/* "conn 7 client 127.0.0.1:15022", for logs. */
+const char *km_ssh_conn_describe(const struct km_ssh_conn *c);
+/* The negotiated cipher (client to server), e.g. "aes128-gcm@openssh.com". */
+const char *km_ssh_conn_cipher(const struct km_ssh_conn *c);
+
+#endif

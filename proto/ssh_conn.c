@@ -1,0 +1,786 @@
+/* One SSH session on the loop, either role.
+ *
+ * libssh runs non-blocking on a socket that a uv_poll_t watches. Every event and every
+ * deferred "kick" runs one processing pass: advance the handshake, let libssh read and
+ * dispatch packets, retry channel opens (non-blocking opens return SSH_AGAIN until the peer
+ * answers), service every channel (flush, drain, EOF, close), then re-arm the poll for
+ * what libssh wants. Teardown never happens inside a pass or a libssh callback: closing
+ * marks the conn and the node's reaper frees it on a later loop turn. */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "identity/derive.h"
+#include "proto/ssh_int.h"
+
+static void process(struct km_ssh_conn *c);
+
+/* ---- small helpers ---- */
+
+static void short_id(const struct km_pubkey *pk, char out[13])
+{
+    char id[KM_NODE_ID_LEN + 1];
+    km_node_id(pk, id);
+    memcpy(out, id, 12);
+    out[12] = '\0';
+}
+
+static void set_socket_options(int fd, unsigned keepalive_ms)
+{
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+    if (keepalive_ms == 0) {
+        return;
+    }
+    /* Dead peers are found by the kernel: keepalive probes on an idle connection, and
+     * TCP_USER_TIMEOUT for data that is never acknowledged. */
+    int idle = (int)(keepalive_ms / 1000 > 0 ? keepalive_ms / 1000 : 1);
+    int intvl = idle / 3 > 0 ? idle / 3 : 1;
+    int cnt = 3;
+    unsigned user_timeout = keepalive_ms * 2;
+    (void)setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof one);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof idle);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof intvl);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof cnt);
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &user_timeout, sizeof user_timeout);
+}
+
+static void close_conn(struct km_ssh_conn *c);
+
+/* Internal failure: the dial callback (if still pending) learns err. */
+static void fail(struct km_ssh_conn *c, int err)
+{
+    if (c->close_err == 0) {
+        c->close_err = err;
+    }
+    close_conn(c);
+}
+
+/* ---- poll management ---- */
+
+static void on_poll(uv_poll_t *h, int status, int events);
+
+static void update_poll(struct km_ssh_conn *c)
+{
+    if (c->closing || c->state == KM_SSH_DEAD) {
+        return;
+    }
+    int ev = UV_READABLE;
+    if (c->state == KM_SSH_TCP) {
+        ev = UV_WRITABLE;
+    } else if (c->state == KM_SSH_KEX ||
+               (c->s != NULL && (ssh_get_poll_flags(c->s) & SSH_WRITE_PENDING))) {
+        ev |= UV_WRITABLE;
+    }
+    if (ev != c->cur_events) {
+        c->cur_events = ev;
+        if (uv_poll_start(&c->poll, ev, on_poll) != 0) {
+            fail(c, KM_ERR_SSH);
+        }
+    }
+}
+
+static void on_tick(uv_timer_t *t)
+{
+    struct km_ssh_conn *c = t->data;
+    c->tick_pending = false;
+    process(c);
+}
+
+void km__ssh_conn_kick(struct km_ssh_conn *c)
+{
+    if (c == NULL || c->closing || c->tick_pending) {
+        return;
+    }
+    c->tick_pending = true;
+    (void)uv_timer_start(&c->tick, on_tick, 0, 0);
+}
+
+/* ---- server callbacks ---- */
+
+static int on_auth_pubkey(ssh_session s, const char *user, struct ssh_key_struct *pubkey,
+                          char sigstate, void *userdata)
+{
+    (void)s;
+    struct km_ssh_conn *c = userdata;
+    struct km_ssh_node *n = c->node;
+    struct km_pubkey pk;
+    if (c->closing || ssh_key_type(pubkey) != SSH_KEYTYPE_ED25519 ||
+        km__ssh_key_to_pub(pubkey, &pk) != 0) {
+        return SSH_AUTH_DENIED;
+    }
+    char who[13];
+    short_id(&pk, who);
+    if (n->hooks.authorize(n->hooks.arg, &pk, user) != 0) {
+        char u[96];
+        km_log_escape(u, sizeof u, user, strlen(user));
+        KM_INFO("%s: key %s... as user \"%s\" is not allowed", c->desc, who, u);
+        return SSH_AUTH_DENIED;
+    }
+    if (sigstate == SSH_PUBLICKEY_STATE_NONE) {
+        return SSH_AUTH_SUCCESS; /* "this key would be accepted": the client signs next */
+    }
+    if (sigstate != SSH_PUBLICKEY_STATE_VALID) {
+        return SSH_AUTH_DENIED;
+    }
+    /* Only a key whose signature libssh verified identifies the peer. */
+    c->peer = pk;
+    c->peer_verified = true;
+    snprintf(c->user, sizeof c->user, "%s", user);
+    return SSH_AUTH_SUCCESS;
+}
+
+/* ---- channel open requests (either role) ---- */
+
+static int on_message(ssh_session s, ssh_message m, void *userdata)
+{
+    (void)s;
+    struct km_ssh_conn *c = userdata;
+    struct km_ssh_node *n = c->node;
+    if (ssh_message_type(m) != SSH_REQUEST_CHANNEL_OPEN ||
+        ssh_message_subtype(m) != SSH_CHANNEL_DIRECT_TCPIP) {
+        return 1; /* default reply: failure (sessions, forwards, unknown global requests) */
+    }
+    if (c->closing || !c->peer_verified || c->state != KM_SSH_READY) {
+        return 1;
+    }
+    const char *host = ssh_message_channel_request_open_destination(m);
+    int port = ssh_message_channel_request_open_destination_port(m);
+    if (host == NULL || strlen(host) > 255 || port < 1 || port > 65535) {
+        return 1;
+    }
+    char h[300];
+    km_log_escape(h, sizeof h, host, strlen(host));
+    if (c->n_chans >= n->opts.max_channels) {
+        KM_INFO("%s: channel limit %u reached, refusing \"%s\":%d", c->desc, n->opts.max_channels,
+                h, port);
+        return 1;
+    }
+    if (n->hooks.allow_direct(n->hooks.arg, &c->peer, host, (uint16_t)port) != 0) {
+        KM_INFO("%s: refused direct-tcpip to \"%s\":%d", c->desc, h, port);
+        return 1; /* SSH_OPEN_ADMINISTRATIVELY_PROHIBITED */
+    }
+    ssh_channel ch = ssh_message_channel_request_open_reply_accept(m);
+    if (ch == NULL) {
+        return 0;
+    }
+    char what[320];
+    snprintf(what, sizeof what, "chan to \"%s\":%d", h, port);
+    struct km_ssh_chan *chan = km__ssh_chan_new(c, ch, what);
+    if (chan == NULL) {
+        (void)ssh_channel_close(ch);
+        ssh_channel_free(ch);
+        return 0;
+    }
+    km__ssh_chan_set_next(chan, c->chans);
+    c->chans = chan;
+    c->n_chans++;
+    KM_DEBUG("%s: accepted direct-tcpip to \"%s\":%d", c->desc, h, port);
+    n->hooks.on_direct(n->hooks.arg, &c->peer, host, (uint16_t)port, km__ssh_chan_stream(chan));
+    return 0;
+}
+
+/* ---- the processing pass ---- */
+
+static void become_ready(struct km_ssh_conn *c)
+{
+    c->state = KM_SSH_READY;
+    c->idle_since_ms = km__ssh_now_ms(c->node);
+    uv_timer_stop(&c->timer);
+    if (c->counted_unauth) {
+        c->counted_unauth = false;
+        c->node->n_unauth--;
+    }
+    char who[13];
+    short_id(&c->peer, who);
+    KM_INFO("%s: ready, peer %s... user %s, cipher %s", c->desc, who, c->user,
+            km_ssh_conn_cipher(c));
+    c->notified_ready = true;
+    if (c->ready_cb != NULL) {
+        km_ssh_ready_cb cb = c->ready_cb;
+        c->ready_cb = NULL;
+        cb(c, 0, c->ready_arg);
+    }
+}
+
+static int add_event(struct km_ssh_conn *c)
+{
+    c->ev = ssh_event_new();
+    if (c->ev == NULL || ssh_event_add_session(c->ev, c->s) != SSH_OK) {
+        return KM_ERR_SSH;
+    }
+    return 0;
+}
+
+static void verify_host_key(struct km_ssh_conn *c)
+{
+    ssh_key k = NULL;
+    struct km_pubkey got;
+    int ok = ssh_get_server_publickey(c->s, &k) == SSH_OK &&
+             ssh_key_type(k) == SSH_KEYTYPE_ED25519 && km__ssh_key_to_pub(k, &got) == 0 &&
+             km_pubkey_equal(&got, &c->peer);
+    ssh_key_free(k);
+    if (!ok) {
+        char want[13];
+        short_id(&c->peer, want);
+        KM_WARN("%s: host key does not match node %s...: refusing the peer", c->desc, want);
+        fail(c, KM_ERR_HOST_KEY);
+        return;
+    }
+    c->peer_verified = true;
+    c->state = KM_SSH_AUTH;
+}
+
+static void handshake(struct km_ssh_conn *c)
+{
+    int rc;
+    if (c->state == KM_SSH_KEX) {
+        rc = c->server ? ssh_handle_key_exchange(c->s) : ssh_connect(c->s);
+        if (rc == SSH_AGAIN) {
+            return;
+        }
+        if (rc != SSH_OK) {
+            KM_INFO("%s: key exchange failed: %s", c->desc, ssh_get_error(c->s));
+            fail(c, KM_ERR_SSH);
+            return;
+        }
+        if (c->server) {
+            c->state = KM_SSH_AUTH;
+            if (add_event(c) != 0) {
+                fail(c, KM_ERR_SSH);
+            }
+            return;
+        }
+        verify_host_key(c);
+    }
+    if (c->state == KM_SSH_AUTH && !c->server) {
+        rc = ssh_userauth_publickey(c->s, NULL, c->node->key);
+        if (rc == SSH_AUTH_AGAIN) {
+            return;
+        }
+        if (rc != SSH_AUTH_SUCCESS) {
+            KM_INFO("%s: the peer refused our key: %s", c->desc, ssh_get_error(c->s));
+            fail(c, KM_ERR_AUTH);
+            return;
+        }
+        if (add_event(c) != 0) {
+            fail(c, KM_ERR_SSH);
+            return;
+        }
+        become_ready(c);
+    }
+}
+
+static void run_opens(struct km_ssh_conn *c)
+{
+    /* Callbacks below may start new opens: take the list first. */
+    struct km_ssh_open *list = c->opens;
+    c->opens = NULL;
+    struct km_ssh_open **keep = &list;
+    while (*keep != NULL) {
+        struct km_ssh_open *o = *keep;
+        ssh_channel ch = km__ssh_chan_channel(o->chan);
+        int rc =
+            c->closing ? SSH_ERROR : ssh_channel_open_forward(ch, o->host, o->port, "127.0.0.1", 0);
+        if (rc == SSH_AGAIN) {
+            keep = &o->next;
+            continue;
+        }
+        *keep = o->next;
+        if (rc == SSH_OK && !o->cancelled) {
+            km__ssh_chan_set_next(o->chan, c->chans);
+            c->chans = o->chan;
+            c->n_chans++;
+            o->cb(o->arg, 0, km__ssh_chan_stream(o->chan));
+        } else if (rc == SSH_OK) {
+            /* Cancelled while the peer was answering: open, then close at once. */
+            km__ssh_chan_set_next(o->chan, c->chans);
+            c->chans = o->chan;
+            c->n_chans++;
+            km_stream_close(km__ssh_chan_stream(o->chan));
+        } else {
+            KM_DEBUG("%s: open to %s:%u refused: %s", c->desc, o->host, o->port,
+                     ssh_get_error(c->s));
+            km__ssh_chan_free(o->chan);
+            if (!o->cancelled) {
+                o->cb(o->arg, c->closing ? KM_ERR_CLOSED : KM_ERR_REFUSED, NULL);
+            }
+        }
+        free(o);
+    }
+    /* Re-append what is still pending behind anything added meanwhile. */
+    struct km_ssh_open **tail = &c->opens;
+    while (*tail != NULL) {
+        tail = &(*tail)->next;
+    }
+    *tail = list;
+}
+
+static void service_chans(struct km_ssh_conn *c)
+{
+    struct km_ssh_chan *prev = NULL;
+    struct km_ssh_chan *ch = c->chans;
+    while (ch != NULL) {
+        struct km_ssh_chan *next = km__ssh_chan_next(ch);
+        if (!km__ssh_chan_service(ch)) {
+            prev = ch;
+            ch = next;
+            continue;
+        }
+        /* Accepted opens are only ever pushed at the head, so prev is still ch's
+         * predecessor; with no prev, ch was the head when we got here but may not be now. */
+        if (prev != NULL) {
+            km__ssh_chan_set_next(prev, next);
+        } else if (c->chans == ch) {
+            c->chans = next;
+        } else {
+            struct km_ssh_chan *p = c->chans;
+            while (km__ssh_chan_next(p) != ch) {
+                p = km__ssh_chan_next(p);
+            }
+            km__ssh_chan_set_next(p, next);
+        }
+        km__ssh_chan_free(ch);
+        if (--c->n_chans == 0) {
+            c->idle_since_ms = km__ssh_now_ms(c->node);
+        }
+        ch = next;
+    }
+}
+
+static void process(struct km_ssh_conn *c)
+{
+    if (c->in_pass || c->closing || c->state == KM_SSH_DEAD || c->state == KM_SSH_TCP) {
+        return;
+    }
+    c->in_pass = true;
+    if (c->state != KM_SSH_READY) {
+        handshake(c);
+    }
+    /* The server learns of authentication from inside the event poll. */
+    if (!c->closing && c->ev != NULL && (c->state == KM_SSH_READY || c->server)) {
+        int rc = ssh_event_dopoll(c->ev, 0);
+        if (rc == SSH_ERROR || (ssh_get_status(c->s) & (SSH_CLOSED | SSH_CLOSED_ERROR))) {
+            fail(c, KM_ERR_CLOSED);
+        } else if (c->server && c->state == KM_SSH_AUTH && c->peer_verified) {
+            become_ready(c);
+        }
+    }
+    if (!c->closing && c->state == KM_SSH_READY) {
+        run_opens(c);
+        service_chans(c);
+    }
+    c->in_pass = false;
+    update_poll(c);
+}
+
+static void on_poll(uv_poll_t *h, int status, int events)
+{
+    struct km_ssh_conn *c = h->data;
+    if (c->closing) {
+        return;
+    }
+    if (c->state == KM_SSH_TCP) {
+        int err = 0;
+        socklen_t len = sizeof err;
+        if (status < 0 || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
+            fail(c, status < 0 ? status : -(err != 0 ? err : errno));
+            return;
+        }
+        if (!(events & UV_WRITABLE)) {
+            return;
+        }
+        /* TCP is up: hand the socket to libssh. */
+        int fd = c->fd;
+        if (ssh_options_set(c->s, SSH_OPTIONS_FD, &fd) != SSH_OK) {
+            fail(c, KM_ERR_SSH);
+            return;
+        }
+        c->state = KM_SSH_KEX;
+        process(c);
+        return;
+    }
+    if (status < 0) {
+        fail(c, status);
+        return;
+    }
+    process(c);
+}
+
+static void on_deadline(uv_timer_t *t)
+{
+    struct km_ssh_conn *c = t->data;
+    if (c->state != KM_SSH_READY) {
+        KM_INFO("%s: %s timed out", c->desc, c->server ? "login" : "connect");
+        fail(c, -ETIMEDOUT);
+    }
+}
+
+/* ---- creation ---- */
+
+static struct km_ssh_conn *conn_new(struct km_ssh_node *n, bool server)
+{
+    struct km_ssh_conn *c = calloc(1, sizeof *c);
+    if (c == NULL) {
+        return NULL;
+    }
+    c->node = n;
+    c->server = server;
+    c->fd = -1;
+    c->id = ++n->next_id;
+    if (uv_timer_init(n->loop, &c->timer) != 0 || uv_timer_init(n->loop, &c->tick) != 0) {
+        free(c); /* uv_timer_init cannot fail on Linux; nothing to close */
+        return NULL;
+    }
+    c->timer.data = c;
+    c->tick.data = c;
+    c->next = n->conns;
+    n->conns = c;
+    n->n_conns++;
+    return c;
+}
+
+static void on_handle_closed(uv_handle_t *h)
+{
+    struct km_ssh_conn *c = h->data;
+    struct km_ssh_node *n = c->node;
+    if (--c->pending_closes == 0) {
+        free(c);
+        n->pending_closes--;
+        km__ssh_node_kick_reaper(n);
+    }
+}
+
+int km__ssh_conn_accept(struct km_ssh_node *n, int fd)
+{
+    struct km_ssh_conn *c = conn_new(n, true);
+    if (c == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    c->fd = fd;
+    c->counted_unauth = true;
+    n->n_unauth++;
+    snprintf(c->desc, sizeof c->desc, "conn %u server", c->id);
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        char ip[INET6_ADDRSTRLEN] = "?";
+        unsigned port = 0;
+        if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
+        } else if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
+            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
+        }
+        snprintf(c->desc, sizeof c->desc, "conn %u from %s:%u", c->id, ip, port);
+    }
+    set_socket_options(fd, n->opts.keepalive_ms);
+    c->s = ssh_new();
+    if (c->s == NULL) {
+        close(fd);
+        c->fd = -1;
+        fail(c, -ENOMEM);
+        return -ENOMEM;
+    }
+    int verbosity = SSH_LOG_NOLOG;
+    (void)ssh_options_set(c->s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity);
+    if (ssh_bind_accept_fd(n->bind, c->s, fd) != SSH_OK) {
+        KM_INFO("%s: accept: %s", c->desc, ssh_get_error(n->bind));
+        close(fd);
+        c->fd = -1;
+        fail(c, KM_ERR_SSH);
+        return KM_ERR_SSH;
+    }
+    ssh_set_blocking(c->s, 0);
+    /* Callbacks must be in place before the key exchange ends, or early packets are lost. */
+    c->scb.userdata = c;
+    c->scb.auth_pubkey_function = on_auth_pubkey;
+    ssh_callbacks_init(&c->scb);
+    ssh_set_server_callbacks(c->s, &c->scb);
+    ssh_set_auth_methods(c->s, SSH_AUTH_METHOD_PUBLICKEY);
+    ssh_set_message_callback(c->s, on_message, c);
+    c->state = KM_SSH_KEX;
+    int rc = uv_poll_init(n->loop, &c->poll, fd);
+    if (rc != 0) {
+        fail(c, rc);
+        return rc;
+    }
+    c->poll.data = c;
+    (void)uv_timer_start(&c->timer, on_deadline, n->opts.login_grace_ms, 0);
+    c->cur_events = 0;
+    update_poll(c);
+    return 0;
+}
+
+int km_ssh_dial(struct km_ssh_node *n, const struct sockaddr *addr,
+                const struct km_pubkey *expected, const char *user, km_ssh_ready_cb cb, void *arg,
+                struct km_ssh_conn **out)
+{
+    *out = NULL;
+    if (n->closing) {
+        return KM_ERR_CLOSED;
+    }
+    if (n->n_conns >= n->opts.max_sessions) {
+        return KM_ERR_TOO_LARGE;
+    }
+    socklen_t alen =
+        addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        return -errno;
+    }
+    set_socket_options(fd, n->opts.keepalive_ms);
+    if (connect(fd, addr, alen) != 0 && errno != EINPROGRESS) {
+        int e = -errno;
+        close(fd);
+        return e;
+    }
+    struct km_ssh_conn *c = conn_new(n, false);
+    if (c == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    c->fd = fd;
+    c->peer = *expected;
+    c->ready_cb = cb;
+    c->ready_arg = arg;
+    snprintf(c->user, sizeof c->user, "%s", user);
+    char ip[INET6_ADDRSTRLEN] = "?";
+    unsigned port = 0;
+    if (addr->sa_family == AF_INET) {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, ip, sizeof ip);
+        port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
+    } else {
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, ip, sizeof ip);
+        port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+    }
+    snprintf(c->desc, sizeof c->desc, "conn %u to %s%s%s:%u", c->id,
+             addr->sa_family == AF_INET6 ? "[" : "", ip, addr->sa_family == AF_INET6 ? "]" : "",
+             port);
+    *out = c;
+    c->s = ssh_new();
+    int rc;
+    if (c->s == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if ((rc = km__ssh_session_options(n, c->s)) != 0 ||
+        ssh_options_set(c->s, SSH_OPTIONS_HOST, ip) != SSH_OK ||
+        ssh_options_set(c->s, SSH_OPTIONS_USER, user) != SSH_OK) {
+        rc = KM_ERR_SSH;
+        goto fail;
+    }
+    ssh_set_blocking(c->s, 0);
+    ssh_set_message_callback(c->s, on_message, c);
+    if ((rc = uv_poll_init(n->loop, &c->poll, fd)) != 0) {
+        goto fail;
+    }
+    c->poll.data = c;
+    c->state = KM_SSH_TCP;
+    (void)uv_timer_start(&c->timer, on_deadline, n->opts.connect_timeout_ms, 0);
+    update_poll(c);
+    return 0;
+fail:
+    /* Report through the return value, not the callback. */
+    c->ready_cb = NULL;
+    *out = NULL;
+    fail(c, rc);
+    return rc;
+}
+
+/* ---- channel opens ---- */
+
+int km_ssh_open_direct(struct km_ssh_conn *c, const char *host, uint16_t port, km_ssh_open_cb cb,
+                       void *arg, struct km_ssh_open **req)
+{
+    *req = NULL;
+    if (c->closing || c->state != KM_SSH_READY) {
+        return KM_ERR_CLOSED;
+    }
+    if (strlen(host) > 255) {
+        return KM_ERR_TOO_LARGE;
+    }
+    if (c->n_chans >= c->node->opts.max_channels) {
+        return KM_ERR_TOO_LARGE;
+    }
+    struct km_ssh_open *o = calloc(1, sizeof *o);
+    if (o == NULL) {
+        return -ENOMEM;
+    }
+    ssh_channel ch = ssh_channel_new(c->s);
+    char what[300];
+    snprintf(what, sizeof what, "chan to %s:%u", host, port);
+    o->chan = ch != NULL ? km__ssh_chan_new(c, ch, what) : NULL;
+    if (o->chan == NULL) {
+        if (ch != NULL) {
+            ssh_channel_free(ch);
+        }
+        free(o);
+        return -ENOMEM;
+    }
+    o->conn = c;
+    o->cb = cb;
+    o->arg = arg;
+    o->port = port;
+    snprintf(o->host, sizeof o->host, "%s", host);
+    /* Append: opens are answered in order. */
+    struct km_ssh_open **tail = &c->opens;
+    while (*tail != NULL) {
+        tail = &(*tail)->next;
+    }
+    *tail = o;
+    *req = o;
+    km__ssh_conn_kick(c);
+    return 0;
+}
+
+void km_ssh_open_cancel(struct km_ssh_open *req)
+{
+    if (req != NULL) {
+        req->cancelled = true;
+    }
+}
+
+/* ---- teardown ---- */
+
+void km_ssh_conn_close(struct km_ssh_conn *c)
+{
+    if (c == NULL || c->closing) {
+        return;
+    }
+    c->ready_cb = NULL; /* a caller that closes a dial cancels it: no callback */
+    close_conn(c);
+}
+
+static void close_conn(struct km_ssh_conn *c)
+{
+    if (c->closing) {
+        return;
+    }
+    c->closing = true;
+    if (c->state != KM_SSH_DEAD && c->cur_events != 0) {
+        uv_poll_stop(&c->poll);
+    }
+    uv_timer_stop(&c->timer);
+    uv_timer_stop(&c->tick);
+    km__ssh_node_kick_reaper(c->node);
+}
+
+/* Called by the node's reaper, outside any libssh call stack. */
+void km__ssh_conn_unlink(struct km_ssh_conn *c)
+{
+    struct km_ssh_node *n = c->node;
+    int err = c->close_err != 0 ? c->close_err : KM_ERR_CLOSED;
+    for (struct km_ssh_conn **pp = &n->conns; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == c) {
+            *pp = c->next;
+            break;
+        }
+    }
+    n->n_conns--;
+    if (c->counted_unauth) {
+        n->n_unauth--;
+    }
+    /* Pending opens fail. */
+    while (c->opens != NULL) {
+        struct km_ssh_open *o = c->opens;
+        c->opens = o->next;
+        km__ssh_chan_free(o->chan);
+        if (!o->cancelled) {
+            o->cb(o->arg, KM_ERR_CLOSED, NULL);
+        }
+        free(o);
+    }
+    /* Streams end; those still held by their users wait as orphans for close(). */
+    while (c->chans != NULL) {
+        struct km_ssh_chan *ch = c->chans;
+        c->chans = km__ssh_chan_next(ch);
+        if (km__ssh_chan_detach(ch, err)) {
+            km__ssh_chan_free(ch);
+        } else {
+            km__ssh_node_adopt_orphan(n, ch);
+        }
+    }
+    if (c->notified_ready && n->hooks.on_conn_closed != NULL) {
+        n->hooks.on_conn_closed(n->hooks.arg, c, err);
+    } else if (c->ready_cb != NULL) {
+        km_ssh_ready_cb cb = c->ready_cb;
+        c->ready_cb = NULL;
+        cb(c, err, c->ready_arg);
+    }
+    if (c->notified_ready) {
+        KM_INFO("%s: closed (%s)", c->desc, km_strerror(err));
+    }
+    if (c->ev != NULL) {
+        ssh_event_remove_session(c->ev, c->s);
+        ssh_event_free(c->ev);
+    }
+    bool fd_owned_by_ssh = c->s != NULL && c->state != KM_SSH_TCP;
+    if (c->s != NULL) {
+        if (fd_owned_by_ssh) {
+            ssh_disconnect(c->s); /* closes the socket */
+        }
+        ssh_free(c->s);
+    }
+    if (!fd_owned_by_ssh && c->fd >= 0) {
+        close(c->fd);
+    }
+    c->state = KM_SSH_DEAD;
+    n->pending_closes++;
+    c->pending_closes = 2;
+    uv_close((uv_handle_t *)&c->timer, on_handle_closed);
+    uv_close((uv_handle_t *)&c->tick, on_handle_closed);
+    if (c->poll.type == UV_POLL) {
+        c->pending_closes++;
+        uv_close((uv_handle_t *)&c->poll, on_handle_closed);
+    }
+}
+
+/* ---- accessors ---- */
+
+const struct km_pubkey *km_ssh_conn_peer(const struct km_ssh_conn *c)
+{
+    return &c->peer;
+}
+
+bool km_ssh_conn_is_client(const struct km_ssh_conn *c)
+{
+    return !c->server;
+}
+
+bool km_ssh_conn_ready(const struct km_ssh_conn *c)
+{
+    return c->state == KM_SSH_READY && !c->closing;
+}
+
+unsigned km_ssh_conn_channels(const struct km_ssh_conn *c)
+{
+    return c->n_chans;
+}
+
+uint64_t km_ssh_conn_idle_ms(const struct km_ssh_conn *c)
+{
+    if (c->n_chans > 0 || c->opens != NULL || c->state != KM_SSH_READY) {
+        return 0;
+    }
+    return km__ssh_now_ms(c->node) - c->idle_since_ms;
+}
+
+const char *km_ssh_conn_describe(const struct km_ssh_conn *c)
+{
+    return c->desc;
+}
+
+const char *km_ssh_conn_cipher(const struct km_ssh_conn *c)
+{
+    const char *ci = c->s != NULL ? ssh_get_cipher_out(c->s) : NULL;
+    return ci != NULL ? ci : "none";
+}

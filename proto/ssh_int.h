@@ -1,0 +1,133 @@
+/* Internals shared by proto/ssh_*.c. Not for other modules. */
+#ifndef KM_PROTO_SSH_INT_H
+#define KM_PROTO_SSH_INT_H
+
+#include <libssh/callbacks.h>
+#include <libssh/libssh.h>
+#include <libssh/server.h>
+
+#include "core/buf.h"
+#include "proto/ssh.h"
+
+/* Largest write queue a channel stream accepts beyond the relay's high-water mark: the relay
+ * pauses at KM_STREAM_HIGH_WATER, so this only guards against a misbehaving consumer. */
+#define KM_SSH_CHAN_QUEUE_MAX (8u << 20)
+
+struct km_ssh_chan;
+
+struct km_ssh_listener {
+    struct km_ssh_node *node;
+    uv_poll_t poll;
+    int fd;
+    uint16_t port;
+    struct km_ssh_listener *next;
+};
+
+struct km_ssh_node {
+    uv_loop_t *loop;
+    ssh_bind bind;
+    ssh_key key; /* our key for client authentication */
+    struct km_pubkey pub;
+    struct km_ssh_opts opts;
+    struct km_ssh_hooks hooks;
+    struct km_ssh_listener *listeners;
+    struct km_ssh_conn *conns;
+    struct km_ssh_chan *orphans; /* streams whose conn is gone, freed once their user closes */
+    uv_timer_t reaper;           /* frees orphans and dead conns outside callbacks */
+    unsigned n_conns;
+    unsigned n_unauth;
+    unsigned next_id;
+    unsigned pending_closes;
+    bool closing;
+    char ciphers[160];
+};
+
+enum km_ssh_state {
+    KM_SSH_TCP,   /* client: TCP connect in progress */
+    KM_SSH_KEX,   /* banner and key exchange */
+    KM_SSH_AUTH,  /* client: authenticating; server: waiting for the client to */
+    KM_SSH_READY, /* authenticated: channels may flow */
+    KM_SSH_DEAD,  /* torn down; waiting for handles to close */
+};
+
+struct km_ssh_open {
+    struct km_ssh_conn *conn;
+    struct km_ssh_chan *chan;
+    km_ssh_open_cb cb;
+    void *arg;
+    char host[256];
+    uint16_t port;
+    bool cancelled;
+    struct km_ssh_open *next;
+};
+
+struct km_ssh_conn {
+    struct km_ssh_node *node;
+    ssh_session s;
+    ssh_event ev;
+    uv_poll_t poll;
+    uv_timer_t timer; /* connect/login deadline */
+    uv_timer_t tick;  /* deferred work: flush, drain, reap */
+    int fd;
+    int cur_events;
+    enum km_ssh_state state;
+    bool server;
+    bool peer_verified;
+    bool tick_pending;
+    bool in_pass; /* inside process(): do not recurse */
+    bool closing;
+    bool notified_ready;
+    bool counted_unauth;
+    unsigned pending_closes;
+    unsigned id;
+    unsigned n_chans;
+    int close_err;
+    uint64_t idle_since_ms;
+    struct km_pubkey peer;
+    char user[64];
+    struct km_ssh_chan *chans;
+    struct km_ssh_open *opens;
+    km_ssh_ready_cb ready_cb;
+    void *ready_arg;
+    struct ssh_server_callbacks_struct scb;
+    char desc[96];
+    struct km_ssh_conn *next;
+};
+
+/* ---- ssh_chan.c ---- */
+
+/* A channel stream for ch on c (callbacks installed). NULL on allocation failure. */
+struct km_ssh_chan *km__ssh_chan_new(struct km_ssh_conn *c, ssh_channel ch, const char *what);
+struct km_stream *km__ssh_chan_stream(struct km_ssh_chan *ch);
+ssh_channel km__ssh_chan_channel(struct km_ssh_chan *ch);
+/* After each libssh pass: flush queued writes where the window allows, deliver buffered data
+ * and EOF to readers, finish closes. Returns true if the chan is finished and may be reaped. */
+bool km__ssh_chan_service(struct km_ssh_chan *ch);
+/* The conn is going away: end the stream with err unless its user closed it already;
+ * the libssh channel is forgotten (ssh_free releases it). Returns true if the chan may be
+ * freed now (its user closed it), false if it becomes an orphan awaiting close(). */
+bool km__ssh_chan_detach(struct km_ssh_chan *ch, int err);
+void km__ssh_chan_free(struct km_ssh_chan *ch);
+bool km__ssh_chan_closed_by_user(const struct km_ssh_chan *ch);
+struct km_ssh_chan *km__ssh_chan_next(const struct km_ssh_chan *ch);
+void km__ssh_chan_set_next(struct km_ssh_chan *ch, struct km_ssh_chan *next);
+
+/* ---- ssh_conn.c ---- */
+
+/* Schedule a processing pass on the next loop iteration. */
+void km__ssh_conn_kick(struct km_ssh_conn *c);
+/* A server conn for an accepted, non-blocking socket. */
+int km__ssh_conn_accept(struct km_ssh_node *n, int fd);
+void km__ssh_conn_unlink(struct km_ssh_conn *c);
+
+/* ---- ssh_node.c ---- */
+
+/* Convert between libssh keys and ours. */
+int km__ssh_key_to_pub(ssh_key k, struct km_pubkey *out);
+void km__ssh_node_kick_reaper(struct km_ssh_node *n);
+void km__ssh_node_adopt_orphan(struct km_ssh_node *n, struct km_ssh_chan *ch);
+/* Apply the node's algorithm choices to a client session. */
+int km__ssh_session_options(struct km_ssh_node *n, ssh_session s);
+uint64_t km__ssh_now_ms(const struct km_ssh_node *n);
+
+#endif
