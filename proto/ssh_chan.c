@@ -25,6 +25,7 @@ struct km_ssh_chan {
     struct km_buf out;
     bool reading;
     bool eof_in;         /* the peer sent EOF or CLOSE */
+    bool closed_in;      /* the peer sent CLOSE: nothing more may be written */
     bool shut_requested; /* our user asked to send EOF */
     bool eof_sent;
     bool closed_sent;
@@ -85,6 +86,7 @@ static void on_ch_close(ssh_session s, ssh_channel ch, void *userdata)
     (void)ch;
     struct km_ssh_chan *c = userdata;
     c->eof_in = true; /* a CLOSE without EOF still ends the byte stream cleanly */
+    c->closed_in = true;
     km__ssh_conn_kick(c->conn);
 }
 
@@ -134,7 +136,8 @@ static void flush(struct km_ssh_chan *c)
 static int op_write(struct km_stream *s, const uint8_t *data, size_t len)
 {
     struct km_ssh_chan *c = (struct km_ssh_chan *)s;
-    if (c->user_closed || c->shut_requested || c->detached || c->ended) {
+    /* An EOF from the peer ends only its direction: writing goes on (half-close). */
+    if (c->user_closed || c->shut_requested || c->detached || c->closed_in) {
         return KM_ERR_CLOSED;
     }
     if (len == 0) {

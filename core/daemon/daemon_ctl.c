@@ -155,6 +155,13 @@ static void connect_reply(struct km_stream *client, int err)
     (void)km_stream_write(client, (const uint8_t *)line, strlen(line));
 }
 
+static void on_connect_relay_done(void *arg, int err, uint64_t up, uint64_t down)
+{
+    (void)arg;
+    KM_DEBUG("connect: stream ended (%s), %llu bytes up, %llu down", km_strerror(err),
+             (unsigned long long)up, (unsigned long long)down);
+}
+
 static void on_connect_done(void *arg, int err, struct km_stream *target)
 {
     struct connect_req *c = arg;
@@ -163,7 +170,8 @@ static void on_connect_done(void *arg, int err, struct km_stream *target)
         KM_INFO("connect %s: %s", c->what, km_strerror(err));
         km_stream_shutdown(c->client);
         km_stream_close(c->client);
-    } else if (km_relay_start(c->client, target, c->pending, c->n_pending, NULL, NULL) != 0) {
+    } else if (km_relay_start(c->client, target, c->pending, c->n_pending, on_connect_relay_done,
+                              NULL) != 0) {
         KM_INFO("connect %s: relay failed", c->what);
     }
     free(c);

@@ -215,12 +215,19 @@ static void req_free(struct km_egress_req *q)
     free(q);
 }
 
+static void on_inbound_done(void *arg, int err, uint64_t in, uint64_t out)
+{
+    (void)arg;
+    KM_DEBUG("mesh stream ended (%s), %llu bytes in, %llu out", km_strerror(err),
+             (unsigned long long)in, (unsigned long long)out);
+}
+
 /* Deliver the outcome: to the front-end (outbound) or by splicing the channel (inbound). */
 static void finish(struct km_egress_req *q, int err, struct km_stream *s)
 {
     if (q->chan != NULL) {
         if (err == 0) {
-            if (km_relay_start(q->chan, s, NULL, 0, NULL, NULL) != 0) {
+            if (km_relay_start(q->chan, s, NULL, 0, on_inbound_done, NULL) != 0) {
                 KM_DEBUG("mesh stream to %s:%u: relay failed", q->host, q->port);
             }
         } else {
