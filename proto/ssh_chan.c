@@ -299,7 +299,7 @@ struct km_stream *km__ssh_chan_stream(struct km_ssh_chan *c)
     return &c->s;
 }
 
-ssh_channel km__ssh_chan_channel(struct km_ssh_chan *c)
+ssh_channel km__ssh_chan_channel(const struct km_ssh_chan *c)
 {
     return c->ch;
 }
@@ -328,6 +328,17 @@ void km__ssh_chan_free(struct km_ssh_chan *c)
     }
     km_buf_reset(&c->out);
     free(c);
+}
+
+bool km__ssh_chan_wants_service(const struct km_ssh_chan *c)
+{
+    if (c->ch == NULL || c->detached || c->closed_sent) {
+        return false;
+    }
+    if (km_buf_len(&c->out) > 0 && ssh_channel_window_size(c->ch) > 0) {
+        return true;
+    }
+    return c->reading && !c->ended && ssh_channel_poll(c->ch, 0) > 0;
 }
 
 bool km__ssh_chan_closed_by_user(const struct km_ssh_chan *c)

@@ -354,6 +354,21 @@ static void service_chans(struct km_ssh_conn *c)
     }
 }
 
+static bool needs_another_round(const struct km_ssh_conn *c)
+{
+    for (const struct km_ssh_open *o = c->opens; o != NULL; o = o->next) {
+        if (ssh_channel_is_open(km__ssh_chan_channel(o->chan))) {
+            return true;
+        }
+    }
+    for (const struct km_ssh_chan *ch = c->chans; ch != NULL; ch = km__ssh_chan_next(ch)) {
+        if (km__ssh_chan_wants_service(ch)) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void process(struct km_ssh_conn *c)
 {
     if (c->in_pass || c->closing || c->state == KM_SSH_DEAD || c->state == KM_SSH_TCP) {
@@ -372,9 +387,16 @@ static void process(struct km_ssh_conn *c)
             become_ready(c);
         }
     }
-    if (!c->closing && c->state == KM_SSH_READY) {
+    /* libssh also reads and dispatches packets inside ssh_channel_write, read and open
+     * (it waits for window or confirmations that way), so a pass can consume an open
+     * confirmation or a window adjust meant for a channel already serviced, with no socket
+     * event left to announce it. Go round again while that happened (bounded). */
+    for (int round = 0; round < 4 && !c->closing && c->state == KM_SSH_READY; round++) {
         run_opens(c);
         service_chans(c);
+        if (!needs_another_round(c)) {
+            break;
+        }
     }
     c->in_pass = false;
     update_poll(c);
@@ -387,10 +409,15 @@ static void on_poll(uv_poll_t *h, int status, int events)
         return;
     }
     if (c->state == KM_SSH_TCP) {
+        /* libuv reports POLLERR as UV_EBADF: the socket's own error says what happened
+         * (ECONNREFUSED, EHOSTUNREACH...). */
         int err = 0;
         socklen_t len = sizeof err;
-        if (status < 0 || getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 || err != 0) {
-            fail(c, status < 0 ? status : -(err != 0 ? err : errno));
+        if (getsockopt(c->fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0) {
+            err = errno;
+        }
+        if (err != 0 || status < 0) {
+            fail(c, err != 0 ? -err : status);
             return;
         }
         if (!(events & UV_WRITABLE)) {

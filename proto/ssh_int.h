@@ -99,7 +99,7 @@ struct km_ssh_conn {
 /* A channel stream for ch on c (callbacks installed). NULL on allocation failure. */
 struct km_ssh_chan *km__ssh_chan_new(struct km_ssh_conn *c, ssh_channel ch, const char *what);
 struct km_stream *km__ssh_chan_stream(struct km_ssh_chan *ch);
-ssh_channel km__ssh_chan_channel(struct km_ssh_chan *ch);
+ssh_channel km__ssh_chan_channel(const struct km_ssh_chan *ch);
 /* After each libssh pass: flush queued writes where the window allows, deliver buffered data
  * and EOF to readers, finish closes. Returns true if the chan is finished and may be reaped. */
 bool km__ssh_chan_service(struct km_ssh_chan *ch);
@@ -109,6 +109,8 @@ bool km__ssh_chan_service(struct km_ssh_chan *ch);
 bool km__ssh_chan_detach(struct km_ssh_chan *ch, int err);
 void km__ssh_chan_free(struct km_ssh_chan *ch);
 bool km__ssh_chan_closed_by_user(const struct km_ssh_chan *ch);
+/* Queued bytes the peer's window now has room for, or buffered data a reader waits for. */
+bool km__ssh_chan_wants_service(const struct km_ssh_chan *ch);
 struct km_ssh_chan *km__ssh_chan_next(const struct km_ssh_chan *ch);
 void km__ssh_chan_set_next(struct km_ssh_chan *ch, struct km_ssh_chan *next);
 
