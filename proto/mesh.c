@@ -160,6 +160,12 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
     struct peer *p = arg;
     struct km_mesh *m = p->mesh;
     p->dialing = NULL;
+    if (err == 0 && p->conn != NULL) {
+        /* The peer dialled us meanwhile and that session is in use: keep one. */
+        km_ssh_conn_close(c);
+        issue_waiting(m, p);
+        return;
+    }
     if (err == 0) {
         p->conn = c;
         p->backoff_ms = 0;
@@ -382,6 +388,23 @@ void km_mesh_cancel(struct km_mesh_req *r)
                 return;
             }
         }
+    }
+}
+
+void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c)
+{
+    if (m->closing || !km_ssh_conn_reverse_ok(c)) {
+        return;
+    }
+    struct peer *p = get_peer(m, km_ssh_conn_peer(c));
+    if (p == NULL || p->conn != NULL) {
+        return;
+    }
+    p->conn = c;
+    p->backoff_ms = 0;
+    snprintf(p->addr, sizeof p->addr, "%s", "(accepted)");
+    if (p->dialing == NULL) {
+        issue_waiting(m, p);
     }
 }
 

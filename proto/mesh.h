@@ -63,6 +63,10 @@ KM_MUST_CHECK int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, 
 /* Abandon a request: cb will not be called. */
 void km_mesh_cancel(struct km_mesh_req *req);
 
+/* The SSH node's on_conn_accepted hook forwards here: a peer that dialled us is reached over
+ * its own session when we have none to it (one connection per pair of nodes). */
+void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c);
+
 /* The SSH node's on_conn_closed hook must forward here. */
 void km_mesh_conn_closed(struct km_mesh *m, struct km_ssh_conn *c, int err);
 

@@ -51,6 +51,9 @@ struct km_ssh_hooks {
     /* An accepted direct-tcpip stream; the callee owns s and connects it to host:port. */
     void (*on_direct)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,
                       struct km_stream *s);
+    /* Server role: a peer logged in. If it is another keymesh node (km_ssh_conn_reverse_ok)
+     * the daemon may open streams to it over this same session. May be NULL. */
+    void (*on_conn_accepted)(void *arg, struct km_ssh_conn *c);
     /* A session ended (after ready or not). err is why. Called once per conn, after which
      * the conn pointer is invalid. May be NULL. */
     void (*on_conn_closed)(void *arg, struct km_ssh_conn *c, int err);
@@ -106,6 +109,10 @@ void km_ssh_conn_close(struct km_ssh_conn *c);
 const struct km_pubkey *km_ssh_conn_peer(const struct km_ssh_conn *c);
 bool km_ssh_conn_is_client(const struct km_ssh_conn *c);
 bool km_ssh_conn_ready(const struct km_ssh_conn *c);
+/* True when streams may be opened towards the peer on this conn: always for conns we dialled;
+ * for accepted ones only when the client is a keymesh node (libssh's client banner), since
+ * stock OpenSSH clients refuse channels opened by the server. */
+bool km_ssh_conn_reverse_ok(const struct km_ssh_conn *c);
 unsigned km_ssh_conn_channels(const struct km_ssh_conn *c);
 /* Milliseconds since the conn last had a channel (0 while it has some). */
 uint64_t km_ssh_conn_idle_ms(const struct km_ssh_conn *c);

@@ -202,6 +202,9 @@ static void become_ready(struct km_ssh_conn *c)
     KM_INFO("%s: ready, peer %s... user %s, cipher %s", c->desc, who, c->user,
             km_ssh_conn_cipher(c));
     c->notified_ready = true;
+    if (c->server && c->node->hooks.on_conn_accepted != NULL) {
+        c->node->hooks.on_conn_accepted(c->node->hooks.arg, c);
+    }
     if (c->ready_cb != NULL) {
         km_ssh_ready_cb cb = c->ready_cb;
         c->ready_cb = NULL;
@@ -786,6 +789,15 @@ bool km_ssh_conn_is_client(const struct km_ssh_conn *c)
 bool km_ssh_conn_ready(const struct km_ssh_conn *c)
 {
     return c->state == KM_SSH_READY && !c->closing;
+}
+
+bool km_ssh_conn_reverse_ok(const struct km_ssh_conn *c)
+{
+    if (!c->server) {
+        return true;
+    }
+    const char *b = c->s != NULL ? ssh_get_clientbanner(c->s) : NULL;
+    return b != NULL && strncmp(b, "SSH-2.0-libssh", 14) == 0;
 }
 
 unsigned km_ssh_conn_channels(const struct km_ssh_conn *c)

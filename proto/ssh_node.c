@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "core/log.h"
+#include "core/version.h"
 #include "proto/ssh_int.h"
 
 /* Algorithms (DESIGN.md section 4). Strict KEX (kex-strict-*-v00@openssh.com) is added by
@@ -113,6 +114,7 @@ static int bind_options(struct km_ssh_node *n, ssh_key key)
         return KM_ERR_SSH;
     }
     if (ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_PROCESS_CONFIG, &no) != SSH_OK ||
+        ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_BANNER, "keymesh_" KM_VERSION) != SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_LOG_VERBOSITY, &verbosity) != SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_KEY_EXCHANGE, KEX_ALGOS) != SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, HOSTKEY_ALGOS) !=

@@ -478,6 +478,14 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
     }
 }
 
+static void hook_conn_accepted(void *arg, struct km_ssh_conn *c)
+{
+    struct km_router *r = arg;
+    if (r->mesh != NULL) {
+        km_mesh_conn_accepted(r->mesh, c);
+    }
+}
+
 static void hook_conn_closed(void *arg, struct km_ssh_conn *c, int err)
 {
     struct km_router *r = arg;
@@ -492,6 +500,7 @@ void km_router_ssh_hooks(struct km_router *r, struct km_ssh_hooks *out)
     out->authorize = hook_authorize;
     out->allow_direct = hook_allow_direct;
     out->on_direct = hook_on_direct;
+    out->on_conn_accepted = hook_conn_accepted;
     out->on_conn_closed = hook_conn_closed;
     out->arg = r;
 }

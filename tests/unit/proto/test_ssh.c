@@ -87,7 +87,7 @@ static void node_init(uv_loop_t *loop, struct node *n, uint16_t port)
     struct km_ssh_opts o;
     km_ssh_opts_default(&o);
     o.connect_timeout_ms = 3000;
-    struct km_ssh_hooks h = {authorize, allow_direct, on_direct, on_conn_closed, n};
+    struct km_ssh_hooks h = {authorize, allow_direct, on_direct, NULL, on_conn_closed, n};
     assert_int_equal(km_ssh_node_new(loop, n->key, &o, &h, &n->ssh), 0);
     if (port != 0) {
         struct sockaddr_in sa;
