@@ -2,19 +2,31 @@
  * reports "<file>:<line>:"; this file knows the sections, keys, defaults and checks.
  *
  * Single-valued keys may appear once. `listen` is repeatable: the first one in a section
- * replaces that section's defaults. Listener conflicts are checked once at the end, over the
- * effective listeners of the enabled services only, so a default that the file replaced or
- * disabled never causes an error. */
+ * replaces that section's defaults. `expose` and peer `address` are repeatable and append;
+ * a port or address given twice is kept once. Listener conflicts are checked once at the end,
+ * over the effective listeners of the enabled services only, so a default that the file
+ * replaced or disabled never causes an error.
+ *
+ * A [peer NAME] section is one peer: it opens in on_section and is closed (checked for its
+ * `node`) by the next header or the end of the file. Checks that need the whole file run at
+ * the end, in this order: the last peer's `node`, listener conflicts, `[egress] exit_node`
+ * (names may refer to peers or aliases defined later), `policy = exit` without an exit node,
+ * and SOCKS5 credentials given only half. */
 #include "core/daemon/config.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
 /* Longest escaped key or value quoted in a message; longer ones end in "...". */
 #define QUOTE_LEN 100
+
+#define NODE_ID_EXPECT "(expected 52 base32 characters a-z, 2-7)"
+#define LABEL_EXPECT "1-63 of a-z, 0-9 and '-', not starting or ending with '-'"
 
 enum lsec { L_MESH, L_SOCKS5, L_HTTP, L_N };
 
@@ -28,10 +40,27 @@ enum single {
     S_PREFIX,
     S_LOG_LEVEL,
     S_CONTROL_SOCKET,
+    S_IDLE_TIMEOUT,
+    S_CONNECT_TIMEOUT,
+    S_KEEPALIVE,
+    S_LOGIN_GRACE,
+    S_MAX_SESSIONS,
+    S_MAX_CHANNELS,
+    S_CIPHERS,
+    S_POLICY,
+    S_EXIT_NODE,
+    S_ALLOW_PRIVATE,
     S_SOCKS5_ENABLED,
+    S_SOCKS5_USERNAME,
+    S_SOCKS5_PASSWORD,
     S_HTTP_ENABLED,
     S_N
 };
+
+/* Single-valued keys of a [peer NAME] section. */
+enum pkey { P_NODE, P_USER, P_ALLOW, P_EXIT, P_N };
+
+static const char *const pkey_name[P_N] = {"node", "user", "allow", "exit"};
 
 struct parse {
     struct km_config *c;
@@ -39,6 +68,18 @@ struct parse {
     bool listen_set[L_N];                       /* the file replaced the defaults */
     int listen_line[L_N][KM_CONFIG_MAX_LISTEN]; /* 0: a default */
     int alias_line[KM_CONFIG_MAX_ALIASES];
+    /* [peer NAME] */
+    int peer_line[KM_CONFIG_MAX_PEERS];             /* header line */
+    int peer_key_line[KM_CONFIG_MAX_PEERS][P_N];    /* 0: not set yet */
+    bool peer_is_id[KM_CONFIG_MAX_PEERS];           /* the section name is the node ID */
+    char peer_section[KM_CONFIG_MAX_PEERS][64 + 5]; /* "peer NAME" as written */
+    size_t cur_peer;                                /* index, or SIZE_MAX outside [peer] */
+    /* [egress] exit_node given as a name, resolved at the end. */
+    char exit_name[64];
+    /* An error found when a section ends belongs to that section's header line, not to the
+     * line that ended it: km_config_parse rewrites the reader's "<file>:<line>:" with it. */
+    int close_line;
+    char close_msg[KM_CONF_ERR_LEN];
 };
 
 static void msg(char *err, size_t errsz, const char *fmt, ...)
@@ -80,6 +121,24 @@ static int set_string(char *dst, size_t dstsz, const char *section, const char *
     }
     if (n >= dstsz) {
         msg(err, errsz, "[%s] %s: path too long (max %zu characters)", section, key, dstsz - 1);
+        return KM_ERR_CONFIG;
+    }
+    memcpy(dst, value, n + 1);
+    return 0;
+}
+
+/* A SOCKS5 credential (RFC 1929: 1-255 bytes, any octets). The value is never quoted in
+ * messages: it may be a secret. */
+static int set_secret(char *dst, size_t dstsz, const char *section, const char *key,
+                      const char *value, char *err, size_t errsz)
+{
+    size_t n = strlen(value);
+    if (n == 0) {
+        msg(err, errsz, "[%s] %s: empty value (expected 1-%zu bytes)", section, key, dstsz - 1);
+        return KM_ERR_CONFIG;
+    }
+    if (n >= dstsz) {
+        msg(err, errsz, "[%s] %s: too long (max %zu bytes)", section, key, dstsz - 1);
         return KM_ERR_CONFIG;
     }
     memcpy(dst, value, n + 1);
@@ -145,6 +204,115 @@ static int add_listen(struct parse *p, enum lsec s, const char *value, int line,
     return 0;
 }
 
+/* A port list: ports 1-65535 separated by commas and/or blanks ("22, 80 443"). Empty items
+ * (a leading, trailing or doubled comma) are refused. Ports not yet in arr[0..*n) are
+ * appended in order; a port already there is dropped, so the list stays a set and the
+ * limit counts distinct ports. */
+static int add_ports(uint16_t *arr, size_t *n, const char *section, const char *key,
+                     const char *value, char *err, size_t errsz)
+{
+    static const char *const expect =
+        "a port list (expected ports 1-65535 separated by commas or spaces)";
+    uint16_t got[KM_CONF_MAX_LINE / 2 + 1];
+    size_t n_got = 0;
+    bool after_port = false; /* the last item was a port, not a comma */
+    const char *s = value;
+    for (;;) {
+        while (*s == ' ' || *s == '\t') {
+            s++;
+        }
+        if (*s == '\0') {
+            break;
+        }
+        if (*s == ',') {
+            if (!after_port) {
+                return bad_value(err, errsz, section, key, value, expect);
+            }
+            after_port = false;
+            s++;
+            continue;
+        }
+        size_t len = strcspn(s, ", \t");
+        char tok[8];
+        if (len >= sizeof tok || n_got >= sizeof got / sizeof got[0]) {
+            return bad_value(err, errsz, section, key, value, expect);
+        }
+        memcpy(tok, s, len);
+        tok[len] = '\0';
+        if (km_conf_port(tok, &got[n_got]) != 0) {
+            return bad_value(err, errsz, section, key, value, expect);
+        }
+        n_got++;
+        after_port = true;
+        s += len;
+    }
+    if (!after_port) {
+        return bad_value(err, errsz, section, key, value, expect);
+    }
+    for (size_t i = 0; i < n_got; i++) {
+        bool dup = false;
+        for (size_t j = 0; j < *n && !dup; j++) {
+            dup = arr[j] == got[i];
+        }
+        if (dup) {
+            continue;
+        }
+        if (*n >= KM_CONFIG_MAX_PORTS) {
+            msg(err, errsz, "[%s] %s: too many ports (max %d)", section, key, KM_CONFIG_MAX_PORTS);
+            return KM_ERR_CONFIG;
+        }
+        arr[(*n)++] = got[i];
+    }
+    return 0;
+}
+
+/* A duration of at least min_ms (min_text says it for the message). */
+static int set_duration(uint64_t *out, uint64_t min_ms, const char *min_text, const char *section,
+                        const char *key, const char *value, char *err, size_t errsz)
+{
+    uint64_t v;
+    if (km_conf_duration_ms(value, &v) != 0) {
+        return bad_value(err, errsz, section, key, value,
+                         "a duration (expected a number with unit ms, s, m, h or d, such as "
+                         "30s; at most 366 days)");
+    }
+    if (v < min_ms) {
+        char q[QUOTE_LEN];
+        msg(err, errsz, "[%s] %s: \"%s\" is too short (min %s)", section, key, esc(q, value),
+            min_text);
+        return KM_ERR_CONFIG;
+    }
+    *out = v;
+    return 0;
+}
+
+/* A count 1..65535 in decimal digits only (STYLE.md section 7: strtoull, end, range). */
+static int set_count(uint64_t *out, const char *section, const char *key, const char *value,
+                     char *err, size_t errsz)
+{
+    /* strtoull alone would take a sign or leading blanks. */
+    size_t n = strspn(value, "0123456789");
+    if (n == 0 || n > 5 || value[n] != '\0') {
+        return bad_value(err, errsz, section, key, value, "a number from 1 to 65535");
+    }
+    char *end;
+    unsigned long v = strtoul(value, &end, 10);
+    if (*end != '\0' || v < 1 || v > 65535) {
+        return bad_value(err, errsz, section, key, value, "a number from 1 to 65535");
+    }
+    *out = (uint64_t)v;
+    return 0;
+}
+
+static int set_bool(bool *out, const char *section, const char *key, const char *value, char *err,
+                    size_t errsz)
+{
+    if (km_conf_bool(value, out) != 0) {
+        return bad_value(err, errsz, section, key, value, "a boolean (expected true or false)");
+    }
+    return 0;
+}
+
 /* One DNS label: 1-63 of a-z, 0-9 and '-', not starting or ending with '-'. */
 static bool is_label(const char *s)
 {
@@ -160,6 +328,21 @@ static bool is_label(const char *s)
     return true;
 }
 
+/* The peer labelled name (lowercase), or NULL. */
+static const struct km_config_peer *peer_by_label(const struct km_config *c, const char *name,
+                                                  size_t *idx)
+{
+    for (size_t i = 0; i < c->n_peers && i < KM_CONFIG_MAX_PEERS; i++) {
+        if (c->peers[i].name[0] != '\0' && strcasecmp(c->peers[i].name, name) == 0) {
+            if (idx != NULL) {
+                *idx = i;
+            }
+            return &c->peers[i];
+        }
+    }
+    return NULL;
+}
+
 static int add_alias(struct parse *p, const char *name, const char *value, int line, char *err,
                      size_t errsz)
 {
@@ -167,8 +350,7 @@ static int add_alias(struct parse *p, const char *name, const char *value, int l
     char q[QUOTE_LEN];
     if (!is_label(name)) {
         msg(err, errsz,
-            "[aliases] \"%s\" is not an alias name (expected one DNS label: 1-63 of a-z, 0-9 "
-            "and '-', not starting or ending with '-')",
+            "[aliases] \"%s\" is not an alias name (expected one DNS label: " LABEL_EXPECT ")",
             esc(q, name));
         return KM_ERR_CONFIG;
     }
@@ -188,9 +370,14 @@ static int add_alias(struct parse *p, const char *name, const char *value, int l
             return KM_ERR_CONFIG;
         }
     }
+    size_t pi;
+    if (peer_by_label(c, lname, &pi) != NULL) {
+        msg(err, errsz, "[aliases] duplicate name \"%s\": already [peer %s] on line %d", lname,
+            lname, p->peer_line[pi]);
+        return KM_ERR_CONFIG;
+    }
     if (km_node_id_parse(value, strlen(value), &key) != 0) {
-        return bad_value(err, errsz, "aliases", lname, value,
-                         "a node ID (expected 52 base32 characters a-z, 2-7)");
+        return bad_value(err, errsz, "aliases", lname, value, "a node ID " NODE_ID_EXPECT);
     }
     if (c->n_aliases >= KM_CONFIG_MAX_ALIASES) {
         msg(err, errsz, "[aliases] too many aliases (max %d)", KM_CONFIG_MAX_ALIASES);
@@ -204,17 +391,230 @@ static int add_alias(struct parse *p, const char *name, const char *value, int l
     return 0;
 }
 
-/* Claim a single-valued key: refuses the second occurrence. */
-static int once(struct parse *p, enum single s, const char *section, const char *key, int line,
-                char *err, size_t errsz)
+/* Claim a single-valued key (*slot is its first line, 0 if unset): refuses the second. */
+static int once(int *slot, const char *section, const char *key, int line, char *err, size_t errsz)
 {
-    if (p->single_line[s] != 0) {
-        msg(err, errsz, "[%s] duplicate key \"%s\" (first set on line %d)", section, key,
-            p->single_line[s]);
+    if (*slot != 0) {
+        msg(err, errsz, "[%s] duplicate key \"%s\" (first set on line %d)", section, key, *slot);
         return KM_ERR_CONFIG;
     }
-    p->single_line[s] = line;
+    *slot = line;
     return 0;
+}
+
+/* Another peer already holding key, or SIZE_MAX. Peers before the current one are closed,
+ * so each has its key. */
+static size_t peer_by_key(const struct parse *p, const struct km_pubkey *key, size_t skip)
+{
+    const struct km_config *c = p->c;
+    for (size_t i = 0; i < c->n_peers && i < KM_CONFIG_MAX_PEERS; i++) {
+        if (i != skip && (p->peer_is_id[i] || p->peer_key_line[i][P_NODE] != 0) &&
+            memcmp(c->peers[i].key.b, key->b, sizeof key->b) == 0) {
+            return i;
+        }
+    }
+    return SIZE_MAX;
+}
+
+/* "[<section>] <what>duplicate peer (node <id> is already [peer <other>] on line N)". */
+static int dup_peer(const struct parse *p, size_t other, const char *section, const char *what,
+                    const struct km_pubkey *key, char *err, size_t errsz)
+{
+    char id[KM_NODE_ID_LEN + 1];
+    km_node_id(key, id);
+    const struct km_config_peer *o = &p->c->peers[other];
+    msg(err, errsz, "[%s] %sduplicate peer (node %s is already [peer %s] on line %d)", section,
+        what, id, o->name[0] != '\0' ? o->name : id, p->peer_line[other]);
+    return KM_ERR_CONFIG;
+}
+
+/* The end of a [peer NAME] section: a labelled peer needs its `node`. */
+static int close_peer(struct parse *p)
+{
+    size_t i = p->cur_peer;
+    p->cur_peer = SIZE_MAX;
+    if (i >= KM_CONFIG_MAX_PEERS || p->peer_is_id[i] || p->peer_key_line[i][P_NODE] != 0) {
+        return 0;
+    }
+    p->close_line = p->peer_line[i];
+    msg(p->close_msg, sizeof p->close_msg,
+        "[%s] missing \"node = NODE-ID\" (a peer named by a label needs the node ID)",
+        p->peer_section[i]);
+    return KM_ERR_CONFIG;
+}
+
+/* A "[peer NAME]" header: NAME is a node ID or a label, after exactly one space. */
+static int open_peer(struct parse *p, const char *section, int line, char *err, size_t errsz)
+{
+    struct km_config *c = p->c;
+    const char *name = section + 4;
+    struct km_pubkey key;
+    bool is_id = false;
+    bool ok = name[0] == ' ';
+    if (ok) {
+        name++;
+        is_id = km_node_id_parse(name, strlen(name), &key) == 0;
+        ok = is_id || is_label(name);
+    }
+    if (!ok) {
+        char q[QUOTE_LEN];
+        msg(err, errsz,
+            "bad peer section [%s] (expected [peer NODE-ID] or [peer NAME] with one space, "
+            "NAME " LABEL_EXPECT ")",
+            esc(q, section));
+        return KM_ERR_CONFIG;
+    }
+    char lname[64] = "";
+    if (!is_id) {
+        memcpy(lname, name, strlen(name) + 1);
+        lower(lname);
+        size_t other;
+        if (peer_by_label(c, lname, &other) != NULL) {
+            msg(err, errsz, "[%s] duplicate peer \"%s\" (first on line %d)", section, lname,
+                p->peer_line[other]);
+            return KM_ERR_CONFIG;
+        }
+        for (size_t i = 0; i < c->n_aliases && i < KM_CONFIG_MAX_ALIASES; i++) {
+            if (strcmp(c->aliases[i].name, lname) == 0) {
+                msg(err, errsz, "[%s] duplicate name \"%s\": already an alias on line %d", section,
+                    lname, p->alias_line[i]);
+                return KM_ERR_CONFIG;
+            }
+        }
+    } else {
+        size_t other = peer_by_key(p, &key, SIZE_MAX);
+        if (other != SIZE_MAX) {
+            return dup_peer(p, other, section, "", &key, err, errsz);
+        }
+    }
+    if (c->n_peers >= KM_CONFIG_MAX_PEERS) {
+        msg(err, errsz, "[%s] too many peers (max %d)", section, KM_CONFIG_MAX_PEERS);
+        return KM_ERR_CONFIG;
+    }
+    size_t i = c->n_peers++;
+    struct km_config_peer *peer = &c->peers[i];
+    memset(peer, 0, sizeof *peer);
+    memcpy(peer->name, lname, sizeof lname);
+    if (is_id) {
+        peer->key = key;
+    }
+    memcpy(peer->user, "keymesh", sizeof "keymesh");
+    peer->allow = true;
+    peer->exit = false;
+    memset(p->peer_key_line[i], 0, sizeof p->peer_key_line[i]);
+    p->peer_line[i] = line;
+    p->peer_is_id[i] = is_id;
+    (void)snprintf(p->peer_section[i], sizeof p->peer_section[i], "%s", section);
+    p->cur_peer = i;
+    return 0;
+}
+
+/* An SSH login name: 1-63 of A-Z, a-z, 0-9, '.', '_', '-', not starting with '-' (the
+ * POSIX portable user name rule; a leading '-' would read as an option to many tools). */
+static bool is_user(const char *s)
+{
+    size_t n = strlen(s);
+    return n >= 1 && n <= 63 && s[0] != '-' &&
+           strspn(s, "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-") == n;
+}
+
+/* A peer address: an IP literal and port (no default host, so a bare port is refused), and
+ * not a wildcard (connecting to 0.0.0.0 or :: reaches this host). */
+static int add_peer_addr(struct km_config_peer *peer, const char *section, const char *value,
+                         char *err, size_t errsz)
+{
+    struct km_conf_addr a;
+    bool ok = km_conf_listen_addr(value, NULL, &a) == 0;
+    if (ok) {
+        uint8_t b[16];
+        static const uint8_t zero[16];
+        static const uint8_t mapped0[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 0, 0, 0, 0};
+        if (inet_pton(AF_INET, a.host, b) == 1) {
+            ok = memcmp(b, zero, 4) != 0;
+        } else if (inet_pton(AF_INET6, a.host, b) == 1) {
+            ok = memcmp(b, zero, 16) != 0 && memcmp(b, mapped0, 16) != 0;
+        }
+    }
+    if (!ok) {
+        return bad_value(err, errsz, section, "address", value,
+                         "a peer address (expected IPV4:PORT or [IPV6]:PORT with an IP literal "
+                         "other than 0.0.0.0 or ::, port 1-65535)");
+    }
+    for (size_t i = 0; i < peer->n_addrs && i < KM_CONFIG_MAX_PEER_ADDRS; i++) {
+        if (strcmp(peer->addrs[i].host, a.host) == 0 && peer->addrs[i].port == a.port) {
+            return 0;
+        }
+    }
+    if (peer->n_addrs >= KM_CONFIG_MAX_PEER_ADDRS) {
+        msg(err, errsz, "[%s] address: too many addresses (max %d)", section,
+            KM_CONFIG_MAX_PEER_ADDRS);
+        return KM_ERR_CONFIG;
+    }
+    peer->addrs[peer->n_addrs++] = a;
+    return 0;
+}
+
+static int peer_key(struct parse *p, const char *section, const char *key, const char *value,
+                    int line, char *err, size_t errsz)
+{
+    size_t i = p->cur_peer;
+    struct km_config_peer *peer = &p->c->peers[i];
+    if (strcmp(key, "address") == 0) {
+        return add_peer_addr(peer, section, value, err, errsz);
+    }
+    if (strcmp(key, "expose") == 0) {
+        return add_ports(peer->expose, &peer->n_expose, section, key, value, err, errsz);
+    }
+    int k = 0;
+    while (k < P_N && strcmp(key, pkey_name[k]) != 0) {
+        k++;
+    }
+    if (k == P_N) {
+        char q[QUOTE_LEN];
+        msg(err, errsz, "unknown key \"%s\" in [%s]", esc(q, key), section);
+        return KM_ERR_CONFIG;
+    }
+    int r = once(&p->peer_key_line[i][k], section, key, line, err, errsz);
+    if (r != 0) {
+        return r;
+    }
+    switch ((enum pkey)k) {
+    case P_NODE: {
+        if (p->peer_is_id[i]) {
+            msg(err, errsz,
+                "[%s] node: not allowed when the section is named by its node ID (use "
+                "[peer NAME] with node = NODE-ID, or drop this line)",
+                section);
+            return KM_ERR_CONFIG;
+        }
+        struct km_pubkey nk;
+        if (km_node_id_parse(value, strlen(value), &nk) != 0) {
+            return bad_value(err, errsz, section, key, value, "a node ID " NODE_ID_EXPECT);
+        }
+        size_t other = peer_by_key(p, &nk, i);
+        if (other != SIZE_MAX) {
+            return dup_peer(p, other, section, "node: ", &nk, err, errsz);
+        }
+        peer->key = nk;
+        return 0;
+    }
+    case P_USER:
+        if (!is_user(value)) {
+            return bad_value(err, errsz, section, key, value,
+                             "a user name (expected 1-63 of A-Z, a-z, 0-9, '.', '_' and '-', "
+                             "not starting with '-')");
+        }
+        memcpy(peer->user, value, strlen(value) + 1);
+        return 0;
+    case P_ALLOW:
+        return set_bool(&peer->allow, section, key, value, err, errsz);
+    case P_EXIT:
+        return set_bool(&peer->exit, section, key, value, err, errsz);
+    case P_N:
+    default:
+        break;
+    }
+    return KM_ERR_CONFIG;
 }
 
 static int set_single(struct parse *p, enum single s, const char *section, const char *key,
@@ -248,13 +648,69 @@ static int set_single(struct parse *p, enum single s, const char *section, const
                              "a log level (expected debug, info, warn, error or off)");
         }
         return 0;
-    case S_SOCKS5_ENABLED:
-    case S_HTTP_ENABLED:
-        if (km_conf_bool(value, s == S_SOCKS5_ENABLED ? &c->socks5_enabled : &c->http_enabled) !=
-            0) {
-            return bad_value(err, errsz, section, key, value, "a boolean (expected true or false)");
+    case S_IDLE_TIMEOUT:
+        return set_duration(&c->idle_timeout_ms, 0, "0", section, key, value, err, errsz);
+    case S_CONNECT_TIMEOUT:
+        return set_duration(&c->connect_timeout_ms, 1, "1ms", section, key, value, err, errsz);
+    case S_KEEPALIVE:
+        return set_duration(&c->keepalive_ms, 1000, "1s", section, key, value, err, errsz);
+    case S_LOGIN_GRACE:
+        return set_duration(&c->login_grace_ms, 1, "1ms", section, key, value, err, errsz);
+    case S_MAX_SESSIONS:
+        return set_count(&c->max_sessions, section, key, value, err, errsz);
+    case S_MAX_CHANNELS:
+        return set_count(&c->max_channels, section, key, value, err, errsz);
+    case S_CIPHERS:
+        if (strcasecmp(value, "auto") == 0) {
+            c->ciphers = KM_CIPHER_AUTO;
+        } else if (strcasecmp(value, "aes") == 0) {
+            c->ciphers = KM_CIPHER_AES;
+        } else if (strcasecmp(value, "chacha20") == 0) {
+            c->ciphers = KM_CIPHER_CHACHA;
+        } else {
+            return bad_value(err, errsz, section, key, value,
+                             "a cipher choice (expected auto, aes or chacha20)");
         }
         return 0;
+    case S_POLICY:
+        if (strcasecmp(value, "refuse") == 0) {
+            c->egress = KM_EGRESS_REFUSE;
+        } else if (strcasecmp(value, "direct") == 0) {
+            c->egress = KM_EGRESS_DIRECT;
+        } else if (strcasecmp(value, "exit") == 0) {
+            c->egress = KM_EGRESS_EXIT;
+        } else {
+            return bad_value(err, errsz, section, key, value,
+                             "an egress policy (expected refuse, direct or exit)");
+        }
+        return 0;
+    case S_EXIT_NODE:
+        if (km_node_id_parse(value, strlen(value), &c->exit_node) == 0) {
+            c->has_exit_node = true;
+            return 0;
+        }
+        if (!is_label(value)) {
+            return bad_value(err, errsz, section, key, value,
+                             "a node ID or name (expected 52 base32 characters a-z, 2-7, or "
+                             "the name of a [peer NAME] section or an alias)");
+        }
+        /* Resolved in finish(): the peer or alias may come later in the file. */
+        memcpy(p->exit_name, value, strlen(value) + 1);
+        lower(p->exit_name);
+        c->has_exit_node = false;
+        return 0;
+    case S_ALLOW_PRIVATE:
+        return set_bool(&c->allow_private, section, key, value, err, errsz);
+    case S_SOCKS5_ENABLED:
+        return set_bool(&c->socks5_enabled, section, key, value, err, errsz);
+    case S_HTTP_ENABLED:
+        return set_bool(&c->http_enabled, section, key, value, err, errsz);
+    case S_SOCKS5_USERNAME:
+        return set_secret(c->socks5_username, sizeof c->socks5_username, section, key, value, err,
+                          errsz);
+    case S_SOCKS5_PASSWORD:
+        return set_secret(c->socks5_password, sizeof c->socks5_password, section, key, value, err,
+                          errsz);
     case S_N:
     default:
         break;
@@ -262,7 +718,8 @@ static int set_single(struct parse *p, enum single s, const char *section, const
     return KM_ERR_CONFIG;
 }
 
-/* The schema: every single-valued key. `listen` and [aliases] are handled apart. */
+/* The schema: every single-valued key. `listen`, `expose`, [peer NAME] and [aliases] are
+ * handled apart. */
 static const struct {
     const char *section;
     const char *key;
@@ -273,17 +730,42 @@ static const struct {
     {"node", "prefix", S_PREFIX},
     {"log", "level", S_LOG_LEVEL},
     {"control", "socket", S_CONTROL_SOCKET},
+    {"mesh", "idle_timeout", S_IDLE_TIMEOUT},
+    {"mesh", "connect_timeout", S_CONNECT_TIMEOUT},
+    {"mesh", "keepalive", S_KEEPALIVE},
+    {"mesh", "login_grace", S_LOGIN_GRACE},
+    {"mesh", "max_sessions", S_MAX_SESSIONS},
+    {"mesh", "max_channels", S_MAX_CHANNELS},
+    {"mesh", "ciphers", S_CIPHERS},
+    {"egress", "policy", S_POLICY},
+    {"egress", "exit_node", S_EXIT_NODE},
+    {"egress", "allow_private", S_ALLOW_PRIVATE},
     {"socks5", "enabled", S_SOCKS5_ENABLED},
+    {"socks5", "username", S_SOCKS5_USERNAME},
+    {"socks5", "password", S_SOCKS5_PASSWORD},
     {"http", "enabled", S_HTTP_ENABLED},
 };
 
-static const char *const sections[] = {"node",   "log",  "control", "mesh",
-                                       "socks5", "http", "aliases"};
+static const char *const sections[] = {"node",   "log",    "control", "mesh",
+                                       "egress", "socks5", "http",    "aliases"};
+
+static bool is_peer_section(const char *section)
+{
+    return strncmp(section, "peer", 4) == 0 &&
+           (section[4] == '\0' || isspace((unsigned char)section[4]));
+}
 
 static int on_section(void *ctx, const char *section, int line, char *err, size_t errsz)
 {
-    (void)ctx;
-    (void)line;
+    struct parse *p = ctx;
+    int r = close_peer(p);
+    if (r != 0) {
+        msg(err, errsz, "%s", p->close_msg);
+        return r;
+    }
+    if (is_peer_section(section)) {
+        return open_peer(p, section, line, err, errsz);
+    }
     for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++) {
         if (strcmp(section, sections[i]) == 0) {
             return 0;
@@ -291,7 +773,8 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     }
     char q[QUOTE_LEN];
     msg(err, errsz,
-        "unknown section [%s] (expected node, log, control, mesh, socks5, http or aliases)",
+        "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
+        "http or aliases)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -309,14 +792,20 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
     if (strcmp(section, "aliases") == 0) {
         return add_alias(p, key, value, line, err, errsz);
     }
+    if (p->cur_peer < KM_CONFIG_MAX_PEERS) {
+        return peer_key(p, section, key, value, line, err, errsz);
+    }
     for (int s = 0; s < L_N; s++) {
         if (strcmp(section, lsec_name[s]) == 0 && strcmp(key, "listen") == 0) {
             return add_listen(p, (enum lsec)s, value, line, err, errsz);
         }
     }
+    if (strcmp(section, "mesh") == 0 && strcmp(key, "expose") == 0) {
+        return add_ports(p->c->mesh_expose, &p->c->n_mesh_expose, section, key, value, err, errsz);
+    }
     for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++) {
         if (strcmp(section, keys[i].section) == 0 && strcmp(key, keys[i].key) == 0) {
-            int r = once(p, keys[i].id, section, key, line, err, errsz);
+            int r = once(&p->single_line[keys[i].id], section, key, line, err, errsz);
             if (r != 0) {
                 return r;
             }
@@ -387,6 +876,77 @@ static int check_listeners(struct parse *p, const char *filename, char *err, siz
     return 0;
 }
 
+/* [egress]: resolve an exit_node name now that every peer and alias is known, then require
+ * an exit node for policy = exit. */
+static int check_egress(struct parse *p, const char *filename, char *err, size_t errsz)
+{
+    struct km_config *c = p->c;
+    if (p->exit_name[0] != '\0') {
+        const struct km_pubkey *k = km_config_alias(c, p->exit_name);
+        if (k == NULL) {
+            msg(err, errsz,
+                "%s:%d: [egress] exit_node: no [peer %s] section or alias \"%s\" (expected a "
+                "node ID, a peer name or an alias)",
+                filename, p->single_line[S_EXIT_NODE], p->exit_name, p->exit_name);
+            return KM_ERR_CONFIG;
+        }
+        c->exit_node = *k;
+        c->has_exit_node = true;
+    }
+    if (c->egress == KM_EGRESS_EXIT && !c->has_exit_node) {
+        msg(err, errsz, "%s:%d: [egress] policy = exit needs exit_node", filename,
+            p->single_line[S_POLICY]);
+        return KM_ERR_CONFIG;
+    }
+    return 0;
+}
+
+/* [socks5]: RFC 1929 needs both a user name and a password, or neither. */
+static int check_socks5_auth(struct parse *p, const char *filename, char *err, size_t errsz)
+{
+    int user_line = p->single_line[S_SOCKS5_USERNAME];
+    int pass_line = p->single_line[S_SOCKS5_PASSWORD];
+    if (user_line != 0 && pass_line == 0) {
+        msg(err, errsz,
+            "%s:%d: [socks5] username is set but password is not (set both or "
+            "neither)",
+            filename, user_line);
+        return KM_ERR_CONFIG;
+    }
+    if (pass_line != 0 && user_line == 0) {
+        msg(err, errsz,
+            "%s:%d: [socks5] password is set but username is not (set both or "
+            "neither)",
+            filename, pass_line);
+        return KM_ERR_CONFIG;
+    }
+    return 0;
+}
+
+/* After the reader: move a section-end error to its header line, then run the whole-file
+ * checks. */
+static int finish(struct parse *p, int r, const char *filename, char *err, size_t errsz)
+{
+    if (r == 0 && close_peer(p) != 0) {
+        r = KM_ERR_CONFIG;
+    }
+    if (p->close_line != 0) {
+        if (r == KM_ERR_CONFIG) {
+            msg(err, errsz, "%s:%d: %s", filename, p->close_line, p->close_msg);
+        }
+        return r;
+    }
+    if (r != 0) {
+        return r;
+    }
+    if ((r = check_listeners(p, filename, err, errsz)) != 0 ||
+        (r = check_egress(p, filename, err, errsz)) != 0 ||
+        (r = check_socks5_auth(p, filename, err, errsz)) != 0) {
+        return r;
+    }
+    return 0;
+}
+
 void km_config_defaults(struct km_config *c)
 {
     memset(c, 0, sizeof *c);
@@ -397,6 +957,15 @@ void km_config_defaults(struct km_config *c)
     memcpy(c->control_socket, "control.sock", sizeof "control.sock");
     c->mesh_listen[0] = (struct km_conf_addr){.host = "::", .port = 15022};
     c->n_mesh_listen = 1;
+    c->idle_timeout_ms = 300000;
+    c->connect_timeout_ms = 5000;
+    c->keepalive_ms = 15000;
+    c->login_grace_ms = 10000;
+    c->max_sessions = 256;
+    c->max_channels = 2048;
+    c->ciphers = KM_CIPHER_AUTO;
+    c->egress = KM_EGRESS_REFUSE;
+    c->allow_private = false;
     c->socks5_enabled = true;
     c->socks5_listen[0] = (struct km_conf_addr){.host = "127.0.0.1", .port = 1080};
     c->n_socks5_listen = 1;
@@ -405,41 +974,44 @@ void km_config_defaults(struct km_config *c)
     c->n_http_listen = 1;
 }
 
+static void parse_init(struct parse *p, struct km_config *c)
+{
+    memset(p, 0, sizeof *p);
+    p->c = c;
+    p->cur_peer = SIZE_MAX;
+}
+
 int km_config_parse(struct km_config *c, const char *text, size_t len, const char *filename,
                     char *err, size_t errsz)
 {
     struct parse p;
-    memset(&p, 0, sizeof p);
-    p.c = c;
+    parse_init(&p, c);
     if (filename == NULL) {
         filename = "<config>";
     }
     int r = km_conf_parse(text, len, filename, on_key, on_section, &p, err, errsz);
-    if (r != 0) {
-        return r;
-    }
-    return check_listeners(&p, filename, err, errsz);
+    return finish(&p, r, filename, err, errsz);
 }
 
 int km_config_load(struct km_config *c, const char *path, char *err, size_t errsz)
 {
     struct parse p;
-    memset(&p, 0, sizeof p);
-    p.c = c;
+    parse_init(&p, c);
     km_config_defaults(c);
     int r = km_conf_parse_file(path, on_key, on_section, &p, err, errsz);
-    if (r != 0) {
-        return r;
-    }
-    return check_listeners(&p, path, err, errsz);
+    return finish(&p, r, path, err, errsz);
 }
 
 const struct km_pubkey *km_config_alias(const struct km_config *c, const char *name)
 {
+    if (name[0] == '\0') {
+        return NULL;
+    }
     for (size_t i = 0; i < c->n_aliases && i < KM_CONFIG_MAX_ALIASES; i++) {
         if (strcasecmp(c->aliases[i].name, name) == 0) {
             return &c->aliases[i].key;
         }
     }
-    return NULL;
+    const struct km_config_peer *peer = peer_by_label(c, name, NULL);
+    return peer != NULL ? &peer->key : NULL;
 }
