@@ -197,6 +197,7 @@ static const struct command commands[] = {
     {"derive", km_cmd_derive, "print the node ID, FQDN and VIP of any key or node ID"},
     {"up", km_cmd_up, "run the daemon in the foreground"},
     {"status", km_cmd_status, "ask the running daemon for its state"},
+    {"peers", km_cmd_peers, "list the peers and the connection to each"},
     {"connect", km_cmd_connect, "splice stdin/stdout to a mesh stream (ssh ProxyCommand)"},
 };
 

@@ -1,6 +1,7 @@
 /* keymesh status: ask the running daemon. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "core/ctl.h"
 #include "core/daemon/cli.h"
@@ -18,13 +19,15 @@ static const char help[] =
 static void print_value(const char *k, json_t *v)
 {
     if (json_is_string(v)) {
-        printf("%-11s %s\n", k, json_string_value(v));
+        printf("%-13s %s\n", k, json_string_value(v));
     } else if (json_is_integer(v)) {
-        printf("%-11s %" JSON_INTEGER_FORMAT "\n", k, json_integer_value(v));
+        printf("%-13s %" JSON_INTEGER_FORMAT "\n", k, json_integer_value(v));
     } else if (json_is_null(v)) {
-        printf("%-11s -\n", k);
+        printf("%-13s -\n", k);
+    } else if (json_is_array(v) && strcmp(k, "peers") == 0) {
+        printf("%-13s %zu\n", k, json_array_size(v));
     } else if (json_is_array(v)) {
-        printf("%-11s", k);
+        printf("%-13s", k);
         size_t i;
         json_t *e;
         if (json_array_size(v) == 0) {
@@ -37,10 +40,61 @@ static void print_value(const char *k, json_t *v)
     }
 }
 
+static const char peers_help[] =
+    "Usage: keymesh peers [options]\n"
+    "\n"
+    "List the peers the running daemon knows: configured ones and those connected, with the\n"
+    "state of the connection, the address in use, the cipher and the number of streams.\n"
+    "\n"
+    "Options:\n"
+    "      --json            print the peers array as JSON\n"
+    "  -t, --timeout MS      how long to wait for the reply (default 2000)\n" KM_CLI_COMMON_HELP;
+
+static const char *str_or_dash(json_t *o, const char *k)
+{
+    const char *v = json_string_value(json_object_get(o, k));
+    return v != NULL && v[0] != '\0' ? v : "-";
+}
+
+static int print_peers(json_t *reply, bool json)
+{
+    json_t *peers = json_object_get(reply, "peers");
+    if (!json_is_array(peers)) {
+        return KM_EXIT_FAIL;
+    }
+    if (json) {
+        return km_cli_print_json(json_incref(peers));
+    }
+    printf("%-12s %-14s %-10s %-24s %-24s %s\n", "NAME", "NODE", "STATE", "ADDRESS", "CIPHER",
+           "STREAMS");
+    size_t i;
+    json_t *p;
+    json_array_foreach (peers, i, p) {
+        char node[16];
+        snprintf(node, sizeof node, "%.12s..", str_or_dash(p, "node_id"));
+        printf("%-12s %-14s %-10s %-24s %-24s %" JSON_INTEGER_FORMAT "\n", str_or_dash(p, "name"),
+               node, str_or_dash(p, "state"), str_or_dash(p, "address"), str_or_dash(p, "cipher"),
+               json_integer_value(json_object_get(p, "streams")));
+    }
+    return KM_EXIT_OK;
+}
+
+static int status_or_peers(int argc, char **argv, const char *name, const char *help);
+
 int km_cmd_status(int argc, char **argv)
 {
+    return status_or_peers(argc, argv, "status", help);
+}
+
+int km_cmd_peers(int argc, char **argv)
+{
+    return status_or_peers(argc, argv, "peers", peers_help);
+}
+
+static int status_or_peers(int argc, char **argv, const char *name, const char *usage)
+{
     struct km_cli cli;
-    km_cli_init(&cli, "status");
+    km_cli_init(&cli, name);
     static const struct option opts[] = {
         {"json", no_argument, NULL, KM_OPT_JSON},
         {"timeout", required_argument, NULL, 't'},
@@ -70,7 +124,7 @@ int km_cmd_status(int argc, char **argv)
         }
         case 'h':
         case KM_OPT_HELP:
-            fputs(help, stdout);
+            fputs(usage, stdout);
             return KM_EXIT_OK;
         default:
             return km_cli_bad_option(&cli, c, argv);
@@ -87,7 +141,7 @@ int km_cmd_status(int argc, char **argv)
     /* A configuration file broken after the daemon started must not hide the daemon: the
      * running one keeps its old settings (SIGHUP refuses bad files), so ask it anyway. */
     if (km_cli_load_config(&cli, cfg) != 0) {
-        fprintf(stderr, "keymesh status: asking the daemon on the default control socket\n");
+        fprintf(stderr, "keymesh %s: asking the daemon on the default control socket\n", name);
         km_config_defaults(cfg);
     }
     int pr = km_cli_sock_path(&cli, cfg, sock, sizeof sock);
@@ -113,10 +167,15 @@ int km_cmd_status(int argc, char **argv)
         return KM_EXIT_FAIL;
     }
     json_object_del(reply, "ok");
+    if (strcmp(name, "peers") == 0) {
+        int st = print_peers(reply, cli.json);
+        json_decref(reply);
+        return st;
+    }
     if (cli.json) {
         return km_cli_print_json(reply);
     }
-    printf("%-11s running\n", "state");
+    printf("%-13s running\n", "state");
     const char *k;
     json_t *v;
     json_object_foreach (reply, k, v) {
