@@ -33,6 +33,9 @@ struct km_egress_req {
     size_t next_cand;
     bool check_private;
     bool cancelled;
+    bool in_open;   /* inside egress_open: a failure is returned, not called back */
+    bool sync_done; /* finished while in_open */
+    int sync_err;
     int last_err;
     uint16_t port;
     char host[256];
@@ -157,21 +160,25 @@ static bool is_local_target(const struct km_router *r, const char *host)
 
 /* Not an open proxy (SECURITY.md 4): loopback, private, link-local (cloud metadata
  * included), CGNAT, multicast and reserved ranges are refused for direct egress. */
-static bool is_private(const struct sockaddr *sa)
+/* a in host byte order. */
+static bool v4_private(uint32_t a)
+{
+    return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 ||
+           (a >> 22) == (100u << 2 | 1) || /* 100.64/10 */
+           (a >> 16) == (169u << 8 | 254) || (a >> 20) == (172u << 4 | 1) ||
+           (a >> 16) == (192u << 8 | 168) || (a >> 28) >= 14; /* 224/4 and 240/4 */
+}
+
+bool km_router_addr_is_private(const struct sockaddr *sa)
 {
     if (sa->sa_family == AF_INET) {
-        uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
-        return (a >> 24) == 0 || (a >> 24) == 10 || (a >> 24) == 127 ||
-               (a >> 22) == (100u << 2 | 1) || /* 100.64/10 */
-               (a >> 16) == (169u << 8 | 254) || (a >> 20) == (172u << 4 | 1) ||
-               (a >> 16) == (192u << 8 | 168) || (a >> 28) >= 14; /* 224/4 and 240/4 */
+        return v4_private(ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr));
     }
     const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
     static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
     if (memcmp(b, mapped, 12) == 0) {
-        struct sockaddr_in in = {.sin_family = AF_INET};
-        memcpy(&in.sin_addr, b + 12, 4);
-        return is_private((const struct sockaddr *)&in);
+        return v4_private((uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 |
+                          b[15]);
     }
     static const uint8_t zero[15] = {0};
     if (memcmp(b, zero, 15) == 0) {
@@ -225,6 +232,14 @@ static void on_inbound_done(void *arg, int err, uint64_t in, uint64_t out)
 /* Deliver the outcome: to the front-end (outbound) or by splicing the channel (inbound). */
 static void finish(struct km_egress_req *q, int err, struct km_stream *s)
 {
+    if (q->in_open) {
+        /* Still inside egress_open: the front end learns it from the return value, since the
+         * callback must never run synchronously. A stream cannot exist yet here. */
+        q->sync_done = true;
+        q->sync_err = err != 0 ? err : KM_ERR_UNREACHABLE;
+        km_stream_close(s);
+        return;
+    }
     if (q->chan != NULL) {
         if (err == 0) {
             if (km_relay_start(q->chan, s, NULL, 0, on_inbound_done, NULL) != 0) {
@@ -263,7 +278,7 @@ static void try_next(struct km_egress_req *q)
     const struct km_config *c = q->r->cfg;
     while (q->next_cand < q->n_cand) {
         struct sockaddr *sa = (struct sockaddr *)&q->cand[q->next_cand++];
-        if (q->check_private && !c->allow_private && is_private(sa)) {
+        if (q->check_private && !c->allow_private && km_router_addr_is_private(sa)) {
             q->last_err = KM_ERR_REFUSED;
             continue;
         }
@@ -381,6 +396,7 @@ static int egress_open(struct km_egress *e, const char *host, uint16_t port, con
     q->arg = arg;
     snprintf(q->origin, sizeof q->origin, "%s", origin != NULL ? origin : "");
     int rc;
+    q->in_open = true;
     if (m == 0 && is_self(r, &key)) {
         rc = start_direct(q, true);
     } else if (m == 0) {
@@ -392,14 +408,14 @@ static int egress_open(struct km_egress *e, const char *host, uint16_t port, con
     } else {
         rc = KM_ERR_REFUSED;
     }
+    q->in_open = false;
+    if (rc == 0 && q->sync_done) {
+        rc = q->sync_err; /* e.g. a literal address in a refused range */
+    }
     if (rc != 0) {
         req_free(q);
         return rc == KM_ERR_NOT_FOUND && m == 0 ? KM_ERR_UNREACHABLE : rc;
     }
-    /* start_direct may have finished synchronously on a refused literal address; the
-     * request is then already gone and the callback delivered: report "pending" anyway,
-     * which the front-end cancels harmlessly. To keep the contract (never synchronous),
-     * the only synchronous completion path is try_next's failure, handled below. */
     *out = q;
     return 0;
 }

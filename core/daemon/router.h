@@ -11,6 +11,7 @@
 #ifndef KM_DAEMON_ROUTER_H
 #define KM_DAEMON_ROUTER_H
 
+#include <stdbool.h>
 #include <uv.h>
 
 #include "core/daemon/config.h"
@@ -46,6 +47,11 @@ int km_router_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_tar
  * host is not a mesh name at all. */
 KM_MUST_CHECK int km_router_resolve(const struct km_router *r, const char *host,
                                     struct km_pubkey *out);
+
+/* True for addresses direct egress refuses unless [egress] allow_private: unspecified,
+ * loopback, RFC 1918, CGNAT, link-local (cloud metadata included), ULA (the mesh prefix
+ * too), multicast and reserved ranges; IPv4-mapped IPv6 as its IPv4 address. */
+bool km_router_addr_is_private(const struct sockaddr *sa);
 
 /* Cancel everything in flight and detach the mesh (daemon shutdown). The SSH hooks stay
  * callable until km_router_free. */

@@ -1,0 +1,261 @@
+/* The router: name resolution (FQDN, alias, peer label, VIP), the private-range rule, the
+ * egress policy and the inbound policy hooks, against a parsed configuration. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "core/daemon/router.h"
+#include "core/log.h"
+#include "identity/derive.h"
+
+/* RFC 8032 test keys 1 and 2 (DESIGN.md section 3). */
+#define N1 "25njqamcweflpvkl73j4szahhihoc4xt3ktcgjnpaingr5yhkena"
+#define N2 "hvabpq7iioevvevxbktu2g36xsojqlgpf3cjndgazvk7ckxumyga"
+#define VIP1 "fd6b:21fe:31df:a154:a261:626b:f854:46f"
+#define VIP2 "fd6b:39f7:13d0:a644:253f:452:9421:b9f5"
+
+static const char conf_text[] = "[mesh]\n"
+                                "expose = 22\n"
+                                "[peer web]\n"
+                                "node = " N1 "\n"
+                                "address = 127.0.0.1:15022\n"
+                                "expose = 8080\n"
+                                "[peer " N2 "]\n"
+                                "allow = false\n"
+                                "exit = true\n";
+
+struct fix {
+    struct km_config *cfg;
+    struct km_key *self;
+    struct km_router *r;
+    uv_loop_t loop;
+};
+
+static int setup(void **state)
+{
+    struct fix *f = calloc(1, sizeof *f);
+    f->cfg = malloc(sizeof *f->cfg);
+    km_config_defaults(f->cfg);
+    char err[KM_CONF_ERR_LEN];
+    if (km_config_parse(f->cfg, conf_text, sizeof conf_text - 1, "t.conf", err, sizeof err) != 0) {
+        fprintf(stderr, "%s\n", err);
+        return -1;
+    }
+    if (uv_loop_init(&f->loop) != 0 || km_key_generate(&f->self) != 0 ||
+        km_router_new(&f->loop, f->cfg, km_key_pub(f->self), &f->r) != 0) {
+        return -1;
+    }
+    *state = f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fix *f = *state;
+    km_router_free(f->r);
+    km_key_free(f->self);
+    free(f->cfg);
+    uv_run(&f->loop, UV_RUN_DEFAULT);
+    int r = uv_loop_close(&f->loop);
+    free(f);
+    return r;
+}
+
+static void test_resolve(void **state)
+{
+    struct fix *f = *state;
+    struct km_pubkey k1, k2, self, got;
+    assert_int_equal(km_node_id_parse(N1, strlen(N1), &k1), 0);
+    assert_int_equal(km_node_id_parse(N2, strlen(N2), &k2), 0);
+    self = *km_key_pub(f->self);
+    char self_fqdn[KM_FQDN_MAX];
+    char self_vip[KM_VIP_STRLEN];
+    assert_int_equal(km_fqdn(&self, "mesh.internal", self_fqdn, sizeof self_fqdn), 0);
+    km_vip_str(&self, KM_DEFAULT_PREFIX, self_vip);
+    static const struct {
+        const char *host;
+        int want;
+        int which; /* 1, 2, 3 = self */
+    } cases[] = {
+        {N1 ".mesh.internal", 0, 1},
+        {N1 ".MESH.INTERNAL.", 0, 1},
+        {"web.mesh.internal", 0, 1},
+        {"WEB.mesh.internal", 0, 1},
+        {N2 ".mesh.internal", 0, 2},
+        {VIP1, 0, 1},
+        {VIP2, 0, 2},
+        {"nobody.mesh.internal", KM_ERR_NOT_FOUND, 0},
+        {"a.b.mesh.internal", KM_ERR_NOT_FOUND, 0},
+        {"fd6b::1", KM_ERR_NOT_FOUND, 0},
+        {"example.com", KM_ERR_INVALID, 0},
+        {"mesh.internal", KM_ERR_INVALID, 0},
+        {"xmesh.internal", KM_ERR_INVALID, 0},
+        {"2001:db8::1", KM_ERR_INVALID, 0},
+        {"192.0.2.1", KM_ERR_INVALID, 0},
+        {"", KM_ERR_INVALID, 0},
+        {".", KM_ERR_INVALID, 0},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        int r = km_router_resolve(f->r, cases[i].host, &got);
+        if (r != cases[i].want) {
+            fail_msg("'%s': got %d want %d", cases[i].host, r, cases[i].want);
+        }
+        if (r == 0) {
+            const struct km_pubkey *want = cases[i].which == 1 ? &k1 : &k2;
+            assert_true(km_pubkey_equal(&got, want));
+        }
+    }
+    assert_int_equal(km_router_resolve(f->r, self_fqdn, &got), 0);
+    assert_true(km_pubkey_equal(&got, &self));
+    assert_int_equal(km_router_resolve(f->r, self_vip, &got), 0);
+    assert_true(km_pubkey_equal(&got, &self));
+}
+
+static void test_private_ranges(void **state)
+{
+    (void)state;
+    static const struct {
+        const char *ip;
+        bool priv;
+    } cases[] = {
+        {"127.0.0.1", true},
+        {"10.1.2.3", true},
+        {"172.16.0.1", true},
+        {"172.31.255.255", true},
+        {"172.32.0.1", false},
+        {"192.168.1.1", true},
+        {"169.254.169.254", true},
+        {"100.64.0.1", true},
+        {"100.128.0.1", false},
+        {"0.0.0.0", true},
+        {"224.0.0.1", true},
+        {"255.255.255.255", true},
+        {"8.8.8.8", false},
+        {"192.0.2.1", false},
+        {"::1", true},
+        {"::", true},
+        {"fe80::1", true},
+        {"fd6b::1", true},
+        {"fc00::1", true},
+        {"ff02::1", true},
+        {"::ffff:127.0.0.1", true},
+        {"::ffff:8.8.8.8", false},
+        {"2001:db8::1", false},
+        {"2606:4700::1", false},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        struct sockaddr_storage ss;
+        if (uv_ip4_addr(cases[i].ip, 1, (struct sockaddr_in *)&ss) != 0) {
+            assert_int_equal(uv_ip6_addr(cases[i].ip, 1, (struct sockaddr_in6 *)&ss), 0);
+        }
+        if (km_router_addr_is_private((struct sockaddr *)&ss) != cases[i].priv) {
+            fail_msg("%s: want private=%d", cases[i].ip, cases[i].priv);
+        }
+    }
+}
+
+static void never_called(void *arg, int err, struct km_stream *s)
+{
+    (void)arg;
+    (void)err;
+    (void)s;
+    fail_msg("egress callback ran");
+}
+
+struct result {
+    bool done;
+    int err;
+};
+
+static void record(void *arg, int err, struct km_stream *s)
+{
+    struct result *r = arg;
+    r->done = true;
+    r->err = err;
+    km_stream_close(s);
+}
+
+static void test_egress_policy(void **state)
+{
+    struct fix *f = *state;
+    struct km_egress *e = km_router_egress(f->r);
+    struct km_egress_req *req;
+    /* Default policy: refuse anything outside the mesh, synchronously. */
+    assert_int_equal(e->open(e, "example.com", 80, "t", never_called, NULL, &req), KM_ERR_REFUSED);
+    assert_int_equal(e->open(e, "192.0.2.1", 80, "t", never_called, NULL, &req), KM_ERR_REFUSED);
+    /* A mesh name that is no node. */
+    assert_int_equal(e->open(e, "nobody.mesh.internal", 80, "t", never_called, NULL, &req),
+                     KM_ERR_NOT_FOUND);
+    /* Direct egress still refuses private ranges, synchronously for literals. */
+    f->cfg->egress = KM_EGRESS_DIRECT;
+    assert_int_equal(e->open(e, "127.0.0.1", 80, "t", never_called, NULL, &req), KM_ERR_REFUSED);
+    assert_int_equal(e->open(e, "10.0.0.1", 80, "t", never_called, NULL, &req), KM_ERR_REFUSED);
+    /* With allow_private the connect is tried, and its outcome arrives asynchronously. */
+    f->cfg->allow_private = true;
+    struct result res = {0};
+    assert_int_equal(e->open(e, "127.0.0.1", 1, "t", record, &res, &req), 0);
+    assert_false(res.done);
+    for (int i = 0; i < 1000 && !res.done; i++) {
+        uv_run(&f->loop, UV_RUN_ONCE);
+    }
+    assert_true(res.done);
+    assert_int_equal(res.err, UV_ECONNREFUSED);
+    /* A cancelled request never calls back. */
+    struct result res2 = {0};
+    assert_int_equal(e->open(e, "127.0.0.1", 1, "t", record, &res2, &req), 0);
+    e->cancel(e, req);
+    uv_run(&f->loop, UV_RUN_NOWAIT);
+    assert_false(res2.done);
+    f->cfg->egress = KM_EGRESS_REFUSE;
+    f->cfg->allow_private = false;
+}
+
+static void test_inbound_policy(void **state)
+{
+    struct fix *f = *state;
+    struct km_ssh_hooks h;
+    km_router_ssh_hooks(f->r, &h);
+    struct km_pubkey k1, k2;
+    assert_int_equal(km_node_id_parse(N1, strlen(N1), &k1), 0);
+    assert_int_equal(km_node_id_parse(N2, strlen(N2), &k2), 0);
+    struct km_key *stranger;
+    assert_int_equal(km_key_generate(&stranger), 0);
+    /* Login: listed and allowed, as user keymesh only. */
+    assert_int_equal(h.authorize(h.arg, &k1, "keymesh"), 0);
+    assert_int_equal(h.authorize(h.arg, &k1, "root"), KM_ERR_REFUSED);
+    assert_int_equal(h.authorize(h.arg, &k2, "keymesh"), KM_ERR_REFUSED); /* allow = false */
+    assert_int_equal(h.authorize(h.arg, km_key_pub(stranger), "keymesh"), KM_ERR_REFUSED);
+    /* Streams: [mesh] expose for everyone allowed, the peer's own list for it. */
+    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 22), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 8080), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, "127.0.0.1", 8080), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 8081), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, &k1, "192.0.2.1", 22), KM_ERR_REFUSED); /* no exit */
+    assert_int_equal(h.allow_direct(h.arg, &k2, "localhost", 22), KM_ERR_REFUSED); /* allow=0 */
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "localhost", 22), KM_ERR_REFUSED);
+    km_key_free(stranger);
+    /* Mesh lookup: addresses and the default user. */
+    struct km_mesh_target t;
+    assert_int_equal(km_router_lookup(f->r, &k1, &t), 0);
+    assert_int_equal(t.n_addrs, 1);
+    assert_string_equal(t.user, "keymesh");
+    assert_int_equal(km_router_lookup(f->r, &k2, &t), KM_ERR_NOT_FOUND); /* no address */
+}
+
+int main(void)
+{
+    km_log_set_level(KM_LOG_OFF);
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(test_resolve, setup, teardown),
+        cmocka_unit_test(test_private_ranges),
+        cmocka_unit_test_setup_teardown(test_egress_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_inbound_policy, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
