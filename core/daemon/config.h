@@ -115,7 +115,8 @@ KM_MUST_CHECK int km_config_parse(struct km_config *c, const char *text, size_t 
  * the file cannot be read. */
 KM_MUST_CHECK int km_config_load(struct km_config *c, const char *path, char *err, size_t errsz);
 
-/* Look up an alias (case-insensitive); NULL if none. Borrowed from c. */
+/* Look up a name (case-insensitive) among [aliases] and [peer LABEL] labels; NULL if none.
+ * Borrowed from c. */
 const struct km_pubkey *km_config_alias(const struct km_config *c, const char *name);
 
 #endif
