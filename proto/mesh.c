@@ -60,7 +60,7 @@ void km_mesh_opts_default(struct km_mesh_opts *o)
     o->idle_timeout_ms = 300000;
     o->request_timeout_ms = 10000;
     o->backoff_min_ms = 250;
-    o->backoff_max_ms = 30000;
+    o->backoff_max_ms = 8000;
 }
 
 static uint64_t now_ms(const struct km_mesh *m)
