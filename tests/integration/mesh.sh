@@ -13,14 +13,16 @@ MANY=${KM_MANY_STREAMS:-1000}
 SAN='ERROR: AddressSanitizer|runtime error:|LeakSanitizer|AddressSanitizer:DEADLYSIGNAL'
 [ "$(ulimit -n)" -lt 8192 ] && ulimit -n 8192 2>/dev/null
 
-A=$T/a B=$T/b C=$T/c D=$T/d E=$T/e W=$T/w
-for d in "$A" "$B" "$C" "$D" "$E" "$W"; do "$KM" init --dir "$d" >/dev/null || exit 1; done
+A=$T/a B=$T/b C=$T/c D=$T/d E=$T/e W=$T/w X=$T/x
+for d in "$A" "$B" "$C" "$D" "$E" "$W" "$X"; do "$KM" init --dir "$d" >/dev/null || exit 1; done
 nid() { "$KM" id --dir "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])'; }
-IA=$(nid "$A") IB=$(nid "$B") IC=$(nid "$C") ID=$(nid "$D") IE=$(nid "$E") IW=$(nid "$W")
+IA=$(nid "$A") IB=$(nid "$B") IC=$(nid "$C") ID=$(nid "$D") IE=$(nid "$E") IW=$(nid "$W") IX=$(nid "$X")
+VB=$("$KM" id --dir "$B" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["vip"])')
 SUF=mesh.internal
 
 # Ports: mesh 1600x; A's SOCKS5 11080 and HTTP 18080; D's SOCKS5 11084, W's 11085; HTTP servers on
-# B 18999 and C 19999; an echo server on B 17777; B's 18998 listens but is not exposed.
+# B 18999 and C 19999; on B an echo server 17777 and a sha256 sink 17778; B exposes 17779
+# where nothing listens; B's 18998 listens but is not exposed. X's key is known to nobody.
 cat >"$A/keymesh.conf" <<EOF
 [mesh]
 listen = 127.0.0.1:16001
@@ -40,6 +42,8 @@ cat >"$B/keymesh.conf" <<EOF
 listen = 127.0.0.1:16002
 expose = 18999
 expose = 17777
+expose = 17778
+expose = 17779
 [socks5]
 enabled = false
 [http]
@@ -97,8 +101,9 @@ python3 "$HELPER" http 18999 "$T/wwwb" 2>"$T/httpb.log" & PIDS+=($!); disown $!
 python3 "$HELPER" http 19999 "$T/wwwc" 2>"$T/httpc.log" & PIDS+=($!); disown $!
 python3 "$HELPER" http 18998 "$T/wwwx" 2>"$T/httpx.log" & PIDS+=($!); disown $!
 python3 "$HELPER" echo 17777 2>"$T/echo.log" & PIDS+=($!); disown $!
+python3 "$HELPER" sink 17778 2>"$T/sink.log" & PIDS+=($!); disown $!
 port_open() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1"; }
-for p in 18999 19999 18998 17777; do check "test server on $p is up" waitfor 10 port_open "$p"; done
+for p in 18999 19999 18998 17777 17778; do check "test server on $p is up" waitfor 10 port_open "$p"; done
 
 check "daemon A starts" start_daemon "$A"; PA=$DPID
 check "daemon B starts" start_daemon "$B"; PB=$DPID
@@ -122,6 +127,49 @@ rm -f "$T/got"
 check "keymesh connect to B" sh -c "printf 'GET /blob HTTP/1.0\r\n\r\n' | timeout 20 '$KM' connect --dir '$A' bee.$SUF 18999 >'$T/conn.out'"
 check "keymesh connect: body byte-exact" sh -c "tail -c 65536 '$T/conn.out' | cmp -s - '$T/wwwb/blob'"
 
+for via in socks http; do
+    rm -f "$T/got"
+    check "$via to B by VIP" ${via}_get "http://[$VB]:18999/blob" "$T/got"
+    check "$via to B by VIP: byte-exact" cmp -s "$T/got" "$T/wwwb/blob"
+done
+
+# ---- error replies: unknown node, nothing listening, outside the mesh ----
+# A node ID is a valid name for any node: one nobody knows an address for is unreachable (502),
+# while a name under the suffix that is neither a node ID nor a peer or alias does not exist (404).
+check "SOCKS5 to an unknown node ID: reply 0x04 (host unreachable)" \
+    test "$(python3 "$HELPER" socks 11080 "$IX.$SUF" 18999)" = 4
+check "... the log line names the host" \
+    grep -q "socks5 127.0.0.1:[0-9]*: connect \"$IX.$SUF\" port 18999" "$A.log"
+check "HTTP proxy to an unknown node ID: 502" test "$(curl -s -m 20 -o /dev/null -w '%{http_code}' \
+    -x http://127.0.0.1:18080 "http://$IX.$SUF:18999/")" = 502
+check "SOCKS5 to an unknown name: reply 0x04" test "$(python3 "$HELPER" socks 11080 nosuch.$SUF 18999)" = 4
+check "HTTP proxy to an unknown name: 404" test "$(curl -s -m 20 -o /dev/null -w '%{http_code}' \
+    -x http://127.0.0.1:18080 "http://nosuch.$SUF:18999/")" = 404
+check "SOCKS5 to an exposed port where nothing listens: reply 0x05 (connection refused)" \
+    test "$(python3 "$HELPER" socks 11080 bee.$SUF 17779)" = 5
+check "HTTP proxy to an exposed port where nothing listens: 502" test "$(curl -s -m 20 -o /dev/null \
+    -w '%{http_code}' -x http://127.0.0.1:18080 "http://bee.$SUF:17779/")" = 502
+check "SOCKS5 outside the mesh under policy refuse: reply 0x02" \
+    test "$(python3 "$HELPER" socks 11080 127.0.0.1 18999)" = 2
+check "HTTP proxy outside the mesh under policy refuse: 403" test "$(curl -s -m 20 -o /dev/null \
+    -w '%{http_code}' -x http://127.0.0.1:18080 "http://127.0.0.1:18999/")" = 403
+expect_exit 1 "keymesh connect to an unexposed port exits 1" \
+    timeout 20 "$KM" connect --dir "$A" bee.$SUF 18998 </dev/null
+check "... refused by policy" contains "$T/err" "refused by policy"
+expect_exit 1 "keymesh connect to an unknown node ID exits 1" \
+    timeout 20 "$KM" connect --dir "$A" "$IX.$SUF" 18999 </dev/null
+check "... no working path to the peer" contains "$T/err" "no working path to the peer"
+expect_exit 1 "keymesh connect to an unknown name exits 1" \
+    timeout 20 "$KM" connect --dir "$A" "nosuch.$SUF" 18999 </dev/null
+check "... no such node or name" contains "$T/err" "no such node or name"
+expect_exit 1 "keymesh connect to an exposed port where nothing listens exits 1" \
+    timeout 20 "$KM" connect --dir "$A" "bee.$SUF" 17779 </dev/null
+
+"$KM" status --dir "$B" --json >"$T/sb.json"
+check "status on B: ay (which dialled B) connected, (accepted)" python3 -c '
+import json,sys; s=json.load(open(sys.argv[1])); p={x["name"]: x for x in s["peers"]}
+assert p["ay"]["state"]=="connected" and p["ay"]["address"]=="(accepted)", p["ay"]
+assert s["sessions"]>=1' "$T/sb.json"
 "$KM" status --dir "$A" --json >"$T/sa.json"
 check "status on A: bee and cee connected with an AES-GCM or ChaCha20 cipher" python3 -c '
 import json,re,sys; s=json.load(open(sys.argv[1])); p={x["name"]: x for x in s["peers"]}
@@ -193,6 +241,16 @@ echo "# ${BIG_MB} MiB in ${ms} ms ($(( BIG_MB * 1000 / (ms + 1) )) MiB/s)"
 check "${BIG_MB} MiB through SOCKS5: sha256 matches" \
     sh -c "[ -s '$T/big.want' ] && cmp -s '$T/big.want' '$T/big.got'"
 
+# ---- upload A -> B through keymesh connect (stdin EOF is a half-close), and a big echo ----
+UP_MB=$(( BIG_MB < 256 ? BIG_MB : 256 ))
+python3 "$HELPER" sha "$UP_MB" >"$T/up.want"
+python3 "$HELPER" gen "$UP_MB" | timeout 120 "$KM" connect --dir "$A" bee.$SUF 17778 >"$T/up.got" 2>"$T/up.err"
+check "${UP_MB} MiB upload through keymesh connect: the sink's sha256 matches" \
+    sh -c "[ -s '$T/up.want' ] && cmp -s '$T/up.want' '$T/up.got'"
+sed 's/^/    /' "$T/up.err" | head -3
+r=$(python3 "$HELPER" bigecho 11080 bee.$SUF 17777 64 2>&1 | tail -1)
+check "64 MiB echoed both ways at once through SOCKS5 ($r)" test "$r" = match
+
 # ---- MANY concurrent streams over one SSH connection ----
 t0=$(date +%s%N)
 python3 "$HELPER" many 11080 bee.$SUF 17777 "$MANY" "$KM" "$A" "$B" >"$T/many.out" 2>&1
@@ -241,8 +299,18 @@ echo "# reconnected after $(( ($(date +%s%N) - t0) / 1000000 )) ms"
 check "... byte-exact" cmp -s "$T/got" "$T/wwwb/blob"
 check "... and by the HTTP proxy" http_get "http://bee.$SUF:18999/blob" "$T/got"
 
+# ---- SIGTERM on B with a stream in flight: B still stops promptly, the stream fails ----
+curl -sS -m 40 --socks5-hostname 127.0.0.1:11080 -o "$T/slow3" "http://bee.$SUF:18999/slow" \
+    2>/dev/null & c3=$!
+check "a slow download is flowing" waitfor 10 test -s "$T/slow3"
+DPID=$PB; stop_daemon
+check "B exits 0 after SIGTERM with a stream in flight (got $DRC)" test "$DRC" -eq 0
+check "... within 2 s (took $DSTOP_MS ms)" test "$DSTOP_MS" -le 2000
+wait "$c3"; r=$?
+check "... and the stream fails (curl exit $r)" test "$r" -ne 0 -a "$r" -ne 28
+
 # ---- shutdown: every daemon exits 0, no sanitizer report in any log ----
-for n in A B C; do
+for n in A C; do
     eval "DPID=\$P$n"; stop_daemon
     check "$n exits 0 after SIGTERM (got $DRC)" test "$DRC" -eq 0
 done

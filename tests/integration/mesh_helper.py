@@ -5,10 +5,16 @@
                                       /big/MIB (a MIB MiB deterministic pattern) and
                                       /slow (16 KiB every 50 ms for at most 60 s)
   mesh_helper.py echo PORT            TCP echo server on 127.0.0.1:PORT
+  mesh_helper.py sink PORT            TCP server on 127.0.0.1:PORT: reads to EOF, answers
+                                      the sha256 (hex) of what it read, closes
+  mesh_helper.py gen MIB              writes /big/MIB's body to stdout
   mesh_helper.py sha MIB              sha256 of /big/MIB's body
   mesh_helper.py socks PROXYPORT HOST PORT
                                       one SOCKS5 CONNECT; prints the reply code (decimal) or
                                       "closed" if the proxy closed without a reply
+  mesh_helper.py bigecho PROXYPORT HOST PORT MIB
+                                      one SOCKS5 stream to an echo server: sends MIB MiB
+                                      while reading the echo; prints "match" or what differs
   mesh_helper.py many PROXYPORT HOST PORT N KEYMESH DIR...
                                       N concurrent SOCKS5 streams to an echo server, each with
                                       a unique payload; while all are open, saves
@@ -80,6 +86,57 @@ async def echo_server(port):
     srv = await asyncio.start_server(handle, "127.0.0.1", port, backlog=4096)
     async with srv:
         await srv.serve_forever()
+
+
+async def sink_server(port):
+    async def handle(r, w):
+        h = hashlib.sha256()
+        try:
+            while True:
+                data = await r.read(1 << 16)
+                if not data:
+                    break
+                h.update(data)
+            w.write(h.hexdigest().encode() + b"\n")
+            await w.drain()
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            w.close()
+
+    srv = await asyncio.start_server(handle, "127.0.0.1", port)
+    async with srv:
+        await srv.serve_forever()
+
+
+async def bigecho(proxy_port, host, port, mib):
+    r, w, rep = await socks_open(proxy_port, host, port)
+    if rep != 0:
+        return "socks reply %s" % rep
+    want, got = hashlib.sha256(), hashlib.sha256()
+    total = mib << 20
+
+    async def send():
+        for b in pattern(mib):
+            want.update(b)
+            w.write(b)
+            await w.drain()
+        w.write_eof()
+
+    async def recv():
+        n = 0
+        while True:
+            d = await r.read(1 << 16)
+            if not d:
+                return n
+            got.update(d)
+            n += len(d)
+
+    _, n = await asyncio.wait_for(asyncio.gather(send(), recv()), 120)
+    w.close()
+    if n != total:
+        return "echoed %d of %d bytes" % (n, total)
+    return "match" if want.digest() == got.digest() else "content differs"
 
 
 async def socks_open(proxy_port, host, port):
@@ -156,6 +213,15 @@ def main():
         http_server(int(args[0]), args[1])
     elif mode == "echo":
         asyncio.run(echo_server(int(args[0])))
+    elif mode == "sink":
+        asyncio.run(sink_server(int(args[0])))
+    elif mode == "gen":
+        out = sys.stdout.buffer
+        for b in pattern(int(args[0])):
+            out.write(b)
+        out.flush()
+    elif mode == "bigecho":
+        print(asyncio.run(bigecho(int(args[0]), args[1], int(args[2]), int(args[3]))))
     elif mode == "sha":
         h = hashlib.sha256()
         for b in pattern(int(args[0])):

@@ -71,6 +71,7 @@ listen = 127.0.0.1:16002
 expose = 18999
 expose = 12222
 expose = 16002
+expose = 17779
 [socks5]
 enabled = false
 [http]
@@ -116,6 +117,13 @@ check "ssh -W to a port B does not expose fails (exit $r)" test "$r" -ne 0 -a "$
 check "... administratively prohibited" contains "$T/w2.err" "administratively prohibited"
 check "... B logged the refusal" contains "$B.log" 'refused direct-tcpip to "localhost":18998'
 check "... and the server never heard of it" test ! -s "$T/httpx.log"
+# An exposed port where nothing listens: the channel open fails (as with sshd), not an empty
+# stream that ends at once.
+echo | timeout 20 ssh "${SSHOPTS[@]}" -o UserKnownHostsFile="$T/kh_b" -i "$A/node.key" \
+    -p 16002 -W localhost:17779 keymesh@127.0.0.1 >/dev/null 2>"$T/w3.err"
+r=$?
+check "ssh -W to an exposed port where nothing listens fails (exit $r)" test "$r" = 255
+check "... open failed: connect failed" contains "$T/w3.err" "open failed: connect failed"
 # A key B does not know the host key for: refused before authentication.
 ssh-keygen -q -t ed25519 -N '' -f "$T/other_host" >/dev/null
 echo "[127.0.0.1]:16002 $(cut -d' ' -f1,2 "$T/other_host.pub")" >"$T/kh_wrong"
@@ -168,6 +176,15 @@ done
 rm -f "$T/got"
 check "keymesh connect to the sshd peer" sh -c "printf 'GET /blob HTTP/1.0\r\n\r\n' | timeout 20 '$KM' connect --dir '$A' sshd.$SUF 18999 >'$T/got'"
 check "... byte-exact" body_is "$T/got" "$T/www/blob"
+# The sshd answers a direct-tcpip open to a closed port with OPEN_FAILURE "connect failed"
+# (SSH_OPEN_CONNECT_FAILED): SOCKS5 0x05, HTTP 502, not a policy refusal.
+r=$(python3 "$HELPER" socks 11080 sshd.$SUF 17779)
+check "SOCKS5 through the sshd peer to a closed port: reply 0x05 (got $r)" test "$r" = 5
+check "HTTP proxy through the sshd peer to a closed port: 502" test "$(curl -s -m 20 -o /dev/null \
+    -w '%{http_code}' -x http://127.0.0.1:18080 "http://sshd.$SUF:17779/")" = 502
+expect_exit 1 "keymesh connect through the sshd peer to a closed port exits 1" \
+    timeout 20 "$KM" connect --dir "$A" sshd.$SUF 17779 </dev/null
+check "... and does not call it a policy refusal" sh -c "! grep -q 'refused by policy' '$T/err'"
 "$KM" status --dir "$A" --json >"$T/sa.json"
 check "status on A: the sshd peer is connected with an AES-GCM or ChaCha20 cipher" python3 -c '
 import json,re,sys; p={x["name"]: x for x in json.load(open(sys.argv[1]))["peers"]}
