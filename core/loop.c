@@ -107,6 +107,11 @@ void km_loop_unwatch_signals(struct km_loop *l)
     close_if_open(&l->sig_int);
     close_if_open(&l->sig_term);
     close_if_open(&l->sig_hup);
+    /* Closing the watchers restores the default action, which would let a late second
+     * signal kill a process that is already shutting down cleanly: ignore them instead. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
 }
 
 static bool is_own(const struct km_loop *l, const uv_handle_t *h)

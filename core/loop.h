@@ -31,7 +31,8 @@ KM_MUST_CHECK int km_loop_watch_signals(struct km_loop *l, km_loop_signal_cb sto
 /* Run until no active handles remain. Returns 0 or a negative libuv code. */
 KM_MUST_CHECK int km_loop_run(struct km_loop *l);
 
-/* Close l's own handles (the signal watchers). Idempotent. */
+/* Close l's own handles (the signal watchers); SIGINT, SIGTERM and SIGHUP are ignored from
+ * then on (the process is shutting down). Idempotent. */
 void km_loop_unwatch_signals(struct km_loop *l);
 
 /* Close the signal watchers, drain pending close callbacks, then close and free the loop.

@@ -447,8 +447,8 @@ static void bad_client(struct session *s, int r, const char *what)
 static void start_connect(struct session *s, const struct km_socks5_request *req)
 {
     char esc[300];
-    KM_DEBUG("%s: CONNECT \"%s\" port %u", s->name,
-             km_log_escape(esc, sizeof esc, req->host, strlen(req->host)), req->port);
+    km_log_escape(esc, sizeof esc, req->host, strlen(req->host));
+    KM_DEBUG("%s: CONNECT \"%s\" port %u", s->name, esc, req->port);
     s->st = ST_CONNECTING;
     uv_timer_start(&s->timer, on_timer, s->srv->lim.connect_timeout_ms, 0);
     struct km_egress *e = s->srv->egress;

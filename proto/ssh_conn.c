@@ -15,6 +15,8 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <libssh/ssh2.h>
+
 #include "core/log.h"
 #include "identity/derive.h"
 #include "proto/ssh_int.h"
@@ -280,6 +282,31 @@ static void handshake(struct km_ssh_conn *c)
     }
 }
 
+/* The reason code of a refused channel open (RFC 4254 section 5.1), which libssh 0.10 only
+ * reports inside its error text: "Channel opening failure: channel N error (CODE) ...". */
+static int open_failure_err(ssh_session s)
+{
+    const char *e = ssh_get_error(s);
+    const char *p = e != NULL ? strstr(e, "error (") : NULL;
+    unsigned long code = 0;
+    if (p != NULL) {
+        char *end;
+        code = strtoul(p + 7, &end, 10);
+        if (*end != ')') {
+            code = 0;
+        }
+    }
+    switch (code) {
+    case SSH2_OPEN_CONNECT_FAILED:
+        return -ECONNREFUSED;
+    case SSH2_OPEN_UNKNOWN_CHANNEL_TYPE:
+    case SSH2_OPEN_RESOURCE_SHORTAGE:
+        return KM_ERR_UNREACHABLE;
+    default: /* SSH2_OPEN_ADMINISTRATIVELY_PROHIBITED, or unknown */
+        return KM_ERR_REFUSED;
+    }
+}
+
 static void run_opens(struct km_ssh_conn *c)
 {
     /* Callbacks below may start new opens: take the list first. */
@@ -310,9 +337,10 @@ static void run_opens(struct km_ssh_conn *c)
         } else {
             KM_DEBUG("%s: open to %s:%u refused: %s", c->desc, o->host, o->port,
                      ssh_get_error(c->s));
+            int err = c->closing ? KM_ERR_CLOSED : open_failure_err(c->s);
             km__ssh_chan_free(o->chan);
             if (!o->cancelled) {
-                o->cb(o->arg, c->closing ? KM_ERR_CLOSED : KM_ERR_REFUSED, NULL);
+                o->cb(o->arg, err, NULL);
             }
         }
         free(o);
