@@ -38,6 +38,7 @@ void km_ssh_opts_default(struct km_ssh_opts *o);
 bool km_ssh_cpu_has_aes(void);
 
 struct km_ssh_conn;
+struct km_ssh_direct; /* a direct-tcpip request waiting for its answer */
 
 /* Decisions and events the daemon supplies. Hooks run on the loop, possibly from inside
  * libssh; they must not close the connection they are called for (mark and defer). */
@@ -46,11 +47,13 @@ struct km_ssh_hooks {
      * only for ssh-ed25519 keys, once with the signature verified. */
     int (*authorize)(void *arg, const struct km_pubkey *key, const char *user);
     /* Either role: the authenticated peer asks for a direct-tcpip stream to host:port.
-     * Return 0 to accept (on_direct follows at once) or KM_ERR_REFUSED. */
+     * Return 0 to go on (on_direct follows at once) or KM_ERR_REFUSED. */
     int (*allow_direct)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port);
-    /* An accepted direct-tcpip stream; the callee owns s and connects it to host:port. */
+    /* An allowed request, not yet answered: the callee connects to host:port first and then
+     * calls km_ssh_direct_accept (the channel opens) or km_ssh_direct_reject, exactly once.
+     * host is valid only during the call. */
     void (*on_direct)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,
-                      struct km_stream *s);
+                      struct km_ssh_direct *d);
     /* Server role: a peer logged in. If it is another keymesh node (km_ssh_conn_reverse_ok)
      * the daemon may open streams to it over this same session. May be NULL. */
     void (*on_conn_accepted)(void *arg, struct km_ssh_conn *c);
@@ -100,6 +103,14 @@ typedef void (*km_ssh_open_cb)(void *arg, int err, struct km_stream *s);
 KM_MUST_CHECK int km_ssh_open_direct(struct km_ssh_conn *c, const char *host, uint16_t port,
                                      km_ssh_open_cb cb, void *arg, struct km_ssh_open **req);
 void km_ssh_open_cancel(struct km_ssh_open *req);
+
+/* Answer a pending direct-tcpip request: open the channel and return its stream in *out
+ * (the caller owns it). Frees d. KM_ERR_CLOSED when the conn went away meanwhile. */
+KM_MUST_CHECK int km_ssh_direct_accept(struct km_ssh_direct *d, struct km_stream **out);
+
+/* Refuse a pending request and free d. libssh 0.10 can only send the reason
+ * SSH_OPEN_ADMINISTRATIVELY_PROHIBITED, whatever err is; err is logged. */
+void km_ssh_direct_reject(struct km_ssh_direct *d, int err);
 
 /* Close a conn: its streams end with KM_ERR_CLOSED, on_conn_closed follows (if it was ready).
  * Idempotent. */

@@ -104,13 +104,13 @@ void km__ssh_conn_kick(struct km_ssh_conn *c)
     (void)uv_timer_start(&c->tick, on_tick, 0, 0);
 }
 
-/* ---- server callbacks ---- */
+/* ---- server authentication ---- */
 
-static int on_auth_pubkey(ssh_session s, const char *user, struct ssh_key_struct *pubkey,
-                          char sigstate, void *userdata)
+static void become_ready(struct km_ssh_conn *c);
+
+/* Decide a publickey authentication request (RFC 4252 section 7). */
+static int auth_pubkey(struct km_ssh_conn *c, const char *user, ssh_key pubkey, int sigstate)
 {
-    (void)s;
-    struct km_ssh_conn *c = userdata;
     struct km_ssh_node *n = c->node;
     struct km_pubkey pk;
     if (c->closing || ssh_key_type(pubkey) != SSH_KEYTYPE_ED25519 ||
@@ -138,54 +138,178 @@ static int on_auth_pubkey(ssh_session s, const char *user, struct ssh_key_struct
     return SSH_AUTH_SUCCESS;
 }
 
-/* ---- channel open requests (either role) ---- */
+/* ---- requests from the peer (either role) ----
+ *
+ * No message callback is installed: libssh queues what it does not handle itself, and the
+ * pass takes the queue. That lets a direct-tcpip request wait for its answer until the
+ * daemon has connected to the target (a callback's message is freed when it returns), so a
+ * target that refuses is reported as an open failure, not as an open stream that ends. */
 
-static int on_message(ssh_session s, ssh_message m, void *userdata)
+static void handle_direct(struct km_ssh_conn *c, ssh_message m)
 {
-    (void)s;
-    struct km_ssh_conn *c = userdata;
     struct km_ssh_node *n = c->node;
-    if (ssh_message_type(m) != SSH_REQUEST_CHANNEL_OPEN ||
-        ssh_message_subtype(m) != SSH_CHANNEL_DIRECT_TCPIP) {
-        return 1; /* default reply: failure (sessions, forwards, unknown global requests) */
-    }
-    if (c->closing || !c->peer_verified || c->state != KM_SSH_READY) {
-        return 1;
-    }
     const char *host = ssh_message_channel_request_open_destination(m);
     int port = ssh_message_channel_request_open_destination_port(m);
-    if (host == NULL || strlen(host) > 255 || port < 1 || port > 65535) {
-        return 1;
+    if (c->closing || !c->peer_verified || c->state != KM_SSH_READY || host == NULL ||
+        strlen(host) > 255 || port < 1 || port > 65535) {
+        (void)ssh_message_reply_default(m);
+        ssh_message_free(m);
+        return;
     }
     char h[300];
     km_log_escape(h, sizeof h, host, strlen(host));
-    if (c->n_chans >= n->opts.max_channels) {
+    if (c->n_chans + c->n_directs >= n->opts.max_channels) {
         KM_INFO("%s: channel limit %u reached, refusing \"%s\":%d", c->desc, n->opts.max_channels,
                 h, port);
-        return 1;
+        (void)ssh_message_reply_default(m);
+        ssh_message_free(m);
+        return;
     }
     if (n->hooks.allow_direct(n->hooks.arg, &c->peer, host, (uint16_t)port) != 0) {
         KM_INFO("%s: refused direct-tcpip to \"%s\":%d", c->desc, h, port);
-        return 1; /* SSH_OPEN_ADMINISTRATIVELY_PROHIBITED */
+        (void)ssh_message_reply_default(m); /* SSH_OPEN_ADMINISTRATIVELY_PROHIBITED */
+        ssh_message_free(m);
+        return;
     }
-    ssh_channel ch = ssh_message_channel_request_open_reply_accept(m);
-    if (ch == NULL) {
-        return 0;
+    struct km_ssh_direct *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        (void)ssh_message_reply_default(m);
+        ssh_message_free(m);
+        return;
     }
-    char what[320];
-    snprintf(what, sizeof what, "chan to \"%s\":%d", h, port);
-    struct km_ssh_chan *chan = km__ssh_chan_new(c, ch, what);
+    d->conn = c;
+    d->msg = m;
+    snprintf(d->what, sizeof d->what, "chan to \"%s\":%d", h, port);
+    d->next = c->directs;
+    c->directs = d;
+    c->n_directs++;
+    KM_DEBUG("%s: direct-tcpip to \"%s\":%d allowed, connecting", c->desc, h, port);
+    n->hooks.on_direct(n->hooks.arg, &c->peer, host, (uint16_t)port, d);
+}
+
+/* libssh 0.10 marks the two message accessors below deprecated in favour of server
+ * callbacks; they work, and callbacks would make libssh answer channel opens itself. */
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+static int msg_pubkey_state(ssh_message m)
+{
+    return ssh_message_auth_publickey_state(m);
+}
+
+static ssh_key msg_pubkey(ssh_message m)
+{
+    return ssh_message_auth_pubkey(m);
+}
+#pragma GCC diagnostic pop
+
+static void handle_auth(struct km_ssh_conn *c, ssh_message m)
+{
+    int rc = SSH_AUTH_DENIED;
+    int state = msg_pubkey_state(m);
+    if (ssh_message_subtype(m) == SSH_AUTH_METHOD_PUBLICKEY && !c->peer_verified) {
+        const char *user = ssh_message_auth_user(m);
+        rc = auth_pubkey(c, user != NULL ? user : "", msg_pubkey(m), state);
+    }
+    if (rc == SSH_AUTH_SUCCESS && state == SSH_PUBLICKEY_STATE_NONE) {
+        (void)ssh_message_auth_reply_pk_ok_simple(m); /* "this key would do": sign next */
+    } else if (rc == SSH_AUTH_SUCCESS) {
+        (void)ssh_message_auth_reply_success(m, 0);
+        ssh_message_free(m);
+        /* Ready now: the peer's first channel open may be next in this very batch. */
+        become_ready(c);
+        return;
+    } else {
+        if (++c->auth_failures > 20) {
+            KM_INFO("%s: too many authentication attempts", c->desc);
+            fail(c, KM_ERR_AUTH);
+        }
+        ssh_message_auth_set_methods(m, SSH_AUTH_METHOD_PUBLICKEY);
+        (void)ssh_message_reply_default(m);
+    }
+    ssh_message_free(m);
+}
+
+static void take_messages(struct km_ssh_conn *c)
+{
+    /* Bounded by what libssh has queued; each message is answered or kept once. */
+    for (int i = 0; i < 1024 && !c->closing; i++) {
+        ssh_message m = ssh_message_get(c->s);
+        if (m == NULL) {
+            return;
+        }
+        if (ssh_message_type(m) == SSH_REQUEST_CHANNEL_OPEN &&
+            ssh_message_subtype(m) == SSH_CHANNEL_DIRECT_TCPIP) {
+            handle_direct(c, m);
+            continue;
+        }
+        if (ssh_message_type(m) == SSH_REQUEST_AUTH && c->server) {
+            handle_auth(c, m);
+            continue;
+        }
+        /* Sessions, forwards, global requests (keepalives), other auth methods: the default
+         * reply is a refusal, or "continue" for service requests. */
+        (void)ssh_message_reply_default(m);
+        ssh_message_free(m);
+    }
+}
+
+static void unlink_direct(struct km_ssh_conn *c, struct km_ssh_direct *d)
+{
+    for (struct km_ssh_direct **pp = &c->directs; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == d) {
+            *pp = d->next;
+            c->n_directs--;
+            return;
+        }
+    }
+}
+
+int km_ssh_direct_accept(struct km_ssh_direct *d, struct km_stream **out)
+{
+    *out = NULL;
+    struct km_ssh_conn *c = d->conn;
+    if (c == NULL || c->closing) {
+        if (c != NULL) {
+            unlink_direct(c, d);
+            ssh_message_free(d->msg);
+        }
+        free(d);
+        return KM_ERR_CLOSED;
+    }
+    unlink_direct(c, d);
+    ssh_channel ch = ssh_message_channel_request_open_reply_accept(d->msg);
+    ssh_message_free(d->msg);
+    struct km_ssh_chan *chan = ch != NULL ? km__ssh_chan_new(c, ch, d->what) : NULL;
+    free(d);
     if (chan == NULL) {
-        (void)ssh_channel_close(ch);
-        ssh_channel_free(ch);
-        return 0;
+        if (ch != NULL) {
+            (void)ssh_channel_close(ch);
+            ssh_channel_free(ch);
+        }
+        km__ssh_conn_kick(c);
+        return KM_ERR_SSH;
     }
     km__ssh_chan_set_next(chan, c->chans);
     c->chans = chan;
     c->n_chans++;
-    KM_DEBUG("%s: accepted direct-tcpip to \"%s\":%d", c->desc, h, port);
-    n->hooks.on_direct(n->hooks.arg, &c->peer, host, (uint16_t)port, km__ssh_chan_stream(chan));
+    km__ssh_conn_kick(c);
+    *out = km__ssh_chan_stream(chan);
     return 0;
+}
+
+void km_ssh_direct_reject(struct km_ssh_direct *d, int err)
+{
+    struct km_ssh_conn *c = d->conn;
+    if (c != NULL) {
+        KM_INFO("%s: %s: %s", c->desc, d->what, km_strerror(err));
+        unlink_direct(c, d);
+        if (!c->closing) {
+            (void)ssh_message_reply_default(d->msg);
+            km__ssh_conn_kick(c);
+        }
+        ssh_message_free(d->msg);
+    }
+    free(d);
 }
 
 /* ---- the processing pass ---- */
@@ -414,8 +538,8 @@ static void process(struct km_ssh_conn *c)
         int rc = ssh_event_dopoll(c->ev, 0);
         if (rc == SSH_ERROR || (ssh_get_status(c->s) & (SSH_CLOSED | SSH_CLOSED_ERROR))) {
             fail(c, KM_ERR_CLOSED);
-        } else if (c->server && c->state == KM_SSH_AUTH && c->peer_verified) {
-            become_ready(c);
+        } else {
+            take_messages(c);
         }
     }
     /* libssh also reads and dispatches packets inside ssh_channel_write, read and open
@@ -423,6 +547,9 @@ static void process(struct km_ssh_conn *c)
      * confirmation or a window adjust meant for a channel already serviced, with no socket
      * event left to announce it. Go round again while that happened (bounded). */
     for (int round = 0; round < 4 && !c->closing && c->state == KM_SSH_READY; round++) {
+        if (round > 0) {
+            take_messages(c); /* requests read inside the previous round's calls */
+        }
         run_opens(c);
         service_chans(c);
         if (!needs_another_round(c)) {
@@ -558,13 +685,9 @@ int km__ssh_conn_accept(struct km_ssh_node *n, int fd)
         return KM_ERR_SSH;
     }
     ssh_set_blocking(c->s, 0);
-    /* Callbacks must be in place before the key exchange ends, or early packets are lost. */
-    c->scb.userdata = c;
-    c->scb.auth_pubkey_function = on_auth_pubkey;
-    ssh_callbacks_init(&c->scb);
-    ssh_set_server_callbacks(c->s, &c->scb);
+    /* No server callbacks: libssh then queues authentication and channel requests for the
+     * pass to take (with callbacks it would answer unhandled requests itself at once). */
     ssh_set_auth_methods(c->s, SSH_AUTH_METHOD_PUBLICKEY);
-    ssh_set_message_callback(c->s, on_message, c);
     c->state = KM_SSH_KEX;
     int rc = uv_poll_init(n->loop, &c->poll, fd);
     if (rc != 0) {
@@ -637,7 +760,6 @@ int km_ssh_dial(struct km_ssh_node *n, const struct sockaddr *addr,
         goto fail;
     }
     ssh_set_blocking(c->s, 0);
-    ssh_set_message_callback(c->s, on_message, c);
     if ((rc = uv_poll_init(n->loop, &c->poll, fd)) != 0) {
         goto fail;
     }
@@ -757,6 +879,15 @@ void km__ssh_conn_unlink(struct km_ssh_conn *c)
         }
         free(o);
     }
+    /* Requests the daemon is still connecting: their answers will find the conn gone. */
+    while (c->directs != NULL) {
+        struct km_ssh_direct *d = c->directs;
+        c->directs = d->next;
+        ssh_message_free(d->msg);
+        d->msg = NULL;
+        d->conn = NULL;
+    }
+    c->n_directs = 0;
     /* Streams end; those still held by their users wait as orphans for close(). */
     while (c->chans != NULL) {
         struct km_ssh_chan *ch = c->chans;

@@ -61,6 +61,13 @@ struct km_ssh_open {
     struct km_ssh_open *next;
 };
 
+struct km_ssh_direct {
+    struct km_ssh_conn *conn; /* NULL once the conn is gone */
+    ssh_message msg;          /* the CHANNEL_OPEN, owned until answered */
+    char what[320];
+    struct km_ssh_direct *next;
+};
+
 struct km_ssh_conn {
     struct km_ssh_node *node;
     ssh_session s;
@@ -87,9 +94,11 @@ struct km_ssh_conn {
     char user[64];
     struct km_ssh_chan *chans;
     struct km_ssh_open *opens;
+    struct km_ssh_direct *directs; /* requests the daemon is still connecting */
+    unsigned n_directs;
+    unsigned auth_failures;
     km_ssh_ready_cb ready_cb;
     void *ready_arg;
-    struct ssh_server_callbacks_struct scb;
     char desc[96];
     struct km_ssh_conn *next;
 };

@@ -22,8 +22,8 @@ struct km_egress_req {
     /* outbound: report to the front-end */
     km_egress_done_cb cb;
     void *arg;
-    /* inbound: the channel to splice once connected */
-    struct km_stream *chan;
+    /* inbound: the peer's request, answered once connected */
+    struct km_ssh_direct *direct;
     struct km_mesh_req *mreq;
     uv_getaddrinfo_t gai;
     bool gai_pending;
@@ -240,14 +240,14 @@ static void finish(struct km_egress_req *q, int err, struct km_stream *s)
         km_stream_close(s);
         return;
     }
-    if (q->chan != NULL) {
-        if (err == 0) {
-            if (km_relay_start(q->chan, s, NULL, 0, on_inbound_done, NULL) != 0) {
-                KM_DEBUG("mesh stream to %s:%u: relay failed", q->host, q->port);
-            }
-        } else {
-            KM_INFO("mesh stream to %s:%u: %s", q->host, q->port, km_strerror(err));
-            km_stream_close(q->chan);
+    if (q->direct != NULL) {
+        struct km_stream *chan = NULL;
+        if (err != 0) {
+            km_ssh_direct_reject(q->direct, err);
+        } else if (km_ssh_direct_accept(q->direct, &chan) != 0) {
+            km_stream_close(s); /* the peer went away while we connected */
+        } else if (km_relay_start(chan, s, NULL, 0, on_inbound_done, NULL) != 0) {
+            KM_DEBUG("mesh stream to %s:%u: relay failed", q->host, q->port);
         }
     } else if (!q->cancelled) {
         q->cb(q->arg, err, s);
@@ -479,16 +479,16 @@ static int hook_allow_direct(void *arg, const struct km_pubkey *peer, const char
 }
 
 static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,
-                           struct km_stream *s)
+                           struct km_ssh_direct *d)
 {
     (void)peer;
     struct km_router *r = arg;
     struct km_egress_req *q = req_new(r, host, port);
     if (q == NULL) {
-        km_stream_close(s);
+        km_ssh_direct_reject(d, -ENOMEM);
         return;
     }
-    q->chan = s;
+    q->direct = d;
     if (start_direct(q, is_local_target(r, host)) != 0) {
         finish(q, KM_ERR_NOT_FOUND, NULL);
     }
@@ -591,9 +591,9 @@ void km_router_shutdown(struct km_router *r)
     r->mesh = NULL;
     while (r->reqs != NULL) {
         struct km_egress_req *q = r->reqs;
-        if (q->chan != NULL) {
-            km_stream_close(q->chan);
-            q->chan = NULL;
+        if (q->direct != NULL) {
+            km_ssh_direct_reject(q->direct, KM_ERR_CLOSED);
+            q->direct = NULL;
             q->cancelled = true;
         }
         if (q->gai_pending) {

@@ -57,12 +57,18 @@ static void echo_end(struct km_stream *s, int err)
 }
 
 static void on_direct(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,
-                      struct km_stream *s)
+                      struct km_ssh_direct *d)
 {
     (void)peer;
     (void)host;
     struct node *n = arg;
     n->directs++;
+    if (port == 5) {
+        km_ssh_direct_reject(d, -ECONNREFUSED); /* as if nothing listened there */
+        return;
+    }
+    struct km_stream *s;
+    assert_int_equal(km_ssh_direct_accept(d, &s), 0);
     n->last = s;
     if (port == 7) {
         s->on_data = echo_data;
@@ -264,6 +270,13 @@ static void test_dial_stream_echo(void **state)
     assert_int_equal(refused.open_err, KM_ERR_REFUSED);
     assert_null(refused.s);
     assert_int_equal(b.directs, before);
+
+    /* Allowed, but the target refused: an open failure, not a stream that ends at once. */
+    struct client closed_port = {0};
+    assert_int_equal(km_ssh_open_direct(c, "localhost", 5, on_open, &closed_port, &req), 0);
+    assert_true(run_until(&loop, opened, &closed_port, 3000));
+    assert_int_not_equal(closed_port.open_err, 0);
+    assert_null(closed_port.s);
 
     /* A cancelled open never calls back. */
     struct client cancelled = {0};
