@@ -115,3 +115,12 @@ char *km_log_escape(char *out, size_t outsz, const void *in, size_t len)
     out[o] = '\0';
     return out;
 }
+
+bool km_log_ratelimit_ok(struct km_log_ratelimit *rl, uint64_t now_ms)
+{
+    if (now_ms - rl->window_ms >= 1000) {
+        rl->window_ms = now_ms;
+        rl->count = 0;
+    }
+    return rl->count++ < (rl->per_sec != 0 ? rl->per_sec : 20);
+}

@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 enum km_log_level {
     KM_LOG_DEBUG = 0,
@@ -34,6 +35,17 @@ bool km_log_enabled(enum km_log_level level);
 /* Write one line. err != 0 appends ": <km_strerror(err)>". Use the macros below. */
 void km_log_write(enum km_log_level level, const char *func, int err, const char *fmt, ...)
     __attribute__((format(printf, 4, 5)));
+
+/* A rate limit for log lines a peer can cause (STYLE.md section 11): at most per_sec lines
+ * per second. Zero-initialise; call km_log_ratelimit_ok(&rl, now_ms) before logging. */
+struct km_log_ratelimit {
+    uint64_t window_ms; /* start of the current one-second window */
+    unsigned count;     /* lines in it so far */
+    unsigned per_sec;
+};
+
+/* True when one more line may be written now. */
+bool km_log_ratelimit_ok(struct km_log_ratelimit *rl, uint64_t now_ms);
 
 /* Escape untrusted bytes for a log line: printable ASCII is kept except '"' and '\\', everything
  * else becomes \xNN. Writes at most outsz bytes including the NUL, truncating with "..." if

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 
 /* How long close() after shutdown() waits for queued bytes to reach the kernel. */
@@ -307,21 +308,8 @@ static int init_timer(uv_loop_t *loop, struct uvs *u)
 
 static void describe_addr(char *out, size_t outsz, const char *kind, const struct sockaddr *sa)
 {
-    char ip[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (sa->sa_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-        port = ntohs(in->sin_port);
-        snprintf(out, outsz, "%s %s:%u", kind, ip, port);
-    } else if (sa->sa_family == AF_INET6) {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
-        port = ntohs(in6->sin6_port);
-        snprintf(out, outsz, "%s [%s]:%u", kind, ip, port);
-    } else {
-        snprintf(out, outsz, "%s local", kind);
-    }
+    char a[KM_ADDR_STRLEN];
+    snprintf(out, outsz, "%s %s", kind, km_addr_str(sa, a, sizeof a));
 }
 
 int km_uvstream_accept(uv_stream_t *listener, struct km_stream **out)
@@ -519,4 +507,14 @@ int km_uvstream_peername(const struct km_stream *s, struct sockaddr_storage *out
     }
     int len = sizeof *out;
     return uv_tcp_getpeername(&u->in.tcp, (struct sockaddr *)out, &len);
+}
+
+char *km_uvstream_peer_str(const struct km_stream *s, char *out, size_t outsz)
+{
+    struct sockaddr_storage ss;
+    if (km_uvstream_peername(s, &ss) != 0) {
+        snprintf(out, outsz, "?");
+        return out;
+    }
+    return km_addr_str((const struct sockaddr *)&ss, out, outsz);
 }

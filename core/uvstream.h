@@ -43,4 +43,7 @@ void km_uvstream_listener_close(uv_tcp_t *listener);
 /* The peer's address of a TCP stream from this module (for logs and policy). */
 KM_MUST_CHECK int km_uvstream_peername(const struct km_stream *s, struct sockaddr_storage *out);
 
+/* The peer's address as "ip:port" or "[ip]:port" ("?" when unknown). Returns out. */
+char *km_uvstream_peer_str(const struct km_stream *s, char *out, size_t outsz);
+
 #endif

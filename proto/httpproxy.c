@@ -758,8 +758,7 @@ struct km_http_server {
     unsigned n_clients;
     unsigned refs;
     bool closing;
-    uint64_t log_window_ms;
-    unsigned log_count;
+    struct km_log_ratelimit log_rl; /* for log lines a client can cause */
 };
 
 static void process_client(struct hsess *s);
@@ -768,12 +767,7 @@ static void on_htimer(uv_timer_t *t);
 
 static bool log_ok(struct km_http_server *srv)
 {
-    uint64_t now = uv_now(srv->loop);
-    if (now - srv->log_window_ms >= 1000) {
-        srv->log_window_ms = now;
-        srv->log_count = 0;
-    }
-    return srv->log_count++ < 20;
+    return km_log_ratelimit_ok(&srv->log_rl, uv_now(srv->loop));
 }
 
 static void server_unref(struct km_http_server *srv)
@@ -1512,27 +1506,6 @@ static void on_htimer(uv_timer_t *t)
     }
 }
 
-static void peer_name(const struct km_stream *c, char *out, size_t outsz)
-{
-    struct sockaddr_storage ss;
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (km_uvstream_peername(c, &ss) == 0) {
-        if (ss.ss_family == AF_INET) {
-            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-            uv_ip4_name(a, ip, sizeof ip);
-            snprintf(out, outsz, "%s:%u", ip, ntohs(a->sin_port));
-            return;
-        }
-        if (ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-            uv_ip6_name(a, ip, sizeof ip);
-            snprintf(out, outsz, "[%s]:%u", ip, ntohs(a->sin6_port));
-            return;
-        }
-    }
-    snprintf(out, outsz, "?");
-}
-
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct km_http_server *srv = listener->data;
@@ -1546,7 +1519,7 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     char pn[64];
-    peer_name(c, pn, sizeof pn);
+    km_uvstream_peer_str(c, pn, sizeof pn);
     if (srv->n_clients >= srv->lim.max_clients) {
         if (log_ok(srv)) {
             KM_INFO("http %s: refused, %u clients already", pn, srv->n_clients);

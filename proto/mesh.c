@@ -1,11 +1,10 @@
 #include "proto/mesh.h"
 
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 #include "identity/derive.h"
 
@@ -66,20 +65,6 @@ void km_mesh_opts_default(struct km_mesh_opts *o)
 static uint64_t now_ms(const struct km_mesh *m)
 {
     return uv_now(m->loop);
-}
-
-static void addr_str(const struct sockaddr_storage *ss, char *out, size_t outsz)
-{
-    char ip[INET6_ADDRSTRLEN] = "?";
-    if (ss->ss_family == AF_INET) {
-        const struct sockaddr_in *in = (const struct sockaddr_in *)ss;
-        inet_ntop(AF_INET, &in->sin_addr, ip, sizeof ip);
-        snprintf(out, outsz, "%s:%u", ip, ntohs(in->sin_port));
-    } else {
-        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)ss;
-        inet_ntop(AF_INET6, &in6->sin6_addr, ip, sizeof ip);
-        snprintf(out, outsz, "[%s]:%u", ip, ntohs(in6->sin6_port));
-    }
 }
 
 /* ---- deferred failures (callbacks are never synchronous) ---- */
@@ -170,7 +155,8 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
         p->conn = c;
         p->backoff_ms = 0;
         p->fatal = false;
-        addr_str(&p->target.addrs[p->addr_idx], p->addr, sizeof p->addr);
+        km_addr_str((const struct sockaddr *)&p->target.addrs[p->addr_idx], p->addr,
+                    sizeof p->addr);
         issue_waiting(m, p);
         return;
     }

@@ -285,8 +285,7 @@ struct km_socks5_server {
     unsigned n_clients;
     unsigned refs; /* 1 while open + one per session */
     bool closing;
-    uint64_t log_window_ms; /* rate limit for peer-caused log lines */
-    unsigned log_count;
+    struct km_log_ratelimit log_rl; /* for log lines a client can cause */
 };
 
 static void server_unref(struct km_socks5_server *srv)
@@ -426,15 +425,9 @@ static void on_egress(void *arg, int err, struct km_stream *target)
     }
 }
 
-/* Rate limit for log lines a peer can cause (STYLE.md section 11): 20 per second. */
 static bool log_ok(struct km_socks5_server *srv)
 {
-    uint64_t now = uv_now(srv->loop);
-    if (now - srv->log_window_ms >= 1000) {
-        srv->log_window_ms = now;
-        srv->log_count = 0;
-    }
-    return srv->log_count++ < 20;
+    return km_log_ratelimit_ok(&srv->log_rl, uv_now(srv->loop));
 }
 
 static void bad_client(struct session *s, int r, const char *what)
@@ -595,28 +588,6 @@ static void on_timer(uv_timer_t *t)
     session_end(s);
 }
 
-/* "127.0.0.1:5555" or "[::1]:5555" for logs. */
-static void peer_name(const struct km_stream *c, char *out, size_t outsz)
-{
-    struct sockaddr_storage ss;
-    char ip[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (km_uvstream_peername(c, &ss) == 0) {
-        if (ss.ss_family == AF_INET) {
-            const struct sockaddr_in *a = (const struct sockaddr_in *)&ss;
-            uv_ip4_name(a, ip, sizeof ip);
-            port = ntohs(a->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)&ss;
-            uv_ip6_name(a, ip, sizeof ip);
-            port = ntohs(a->sin6_port);
-            snprintf(out, outsz, "[%s]:%u", ip, port);
-            return;
-        }
-    }
-    snprintf(out, outsz, "%s:%u", ip, port);
-}
-
 static void on_connection(uv_stream_t *listener, int status)
 {
     struct km_socks5_server *srv = listener->data;
@@ -630,7 +601,7 @@ static void on_connection(uv_stream_t *listener, int status)
         return;
     }
     char pn[64];
-    peer_name(c, pn, sizeof pn);
+    km_uvstream_peer_str(c, pn, sizeof pn);
     if (srv->n_clients >= srv->lim.max_clients) {
         if (log_ok(srv)) {
             KM_INFO("socks5 %s: refused, %u clients already", pn, srv->n_clients);

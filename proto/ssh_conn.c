@@ -18,6 +18,7 @@
 
 #include <libssh/ssh2.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 #include "identity/derive.h"
 #include "proto/ssh_int.h"
@@ -669,16 +670,9 @@ int km__ssh_conn_accept(struct km_ssh_node *n, int fd)
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
     if (getpeername(fd, (struct sockaddr *)&ss, &sl) == 0) {
-        char ip[INET6_ADDRSTRLEN] = "?";
-        unsigned port = 0;
-        if (ss.ss_family == AF_INET) {
-            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in *)&ss)->sin_port);
-        } else if (ss.ss_family == AF_INET6) {
-            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, ip, sizeof ip);
-            port = ntohs(((struct sockaddr_in6 *)&ss)->sin6_port);
-        }
-        snprintf(c->desc, sizeof c->desc, "conn %u from %s:%u", c->id, ip, port);
+        char a[KM_ADDR_STRLEN];
+        snprintf(c->desc, sizeof c->desc, "conn %u from %s", c->id,
+                 km_addr_str((struct sockaddr *)&ss, a, sizeof a));
     }
     set_socket_options(fd, n->opts.keepalive_ms);
     c->s = ssh_new();
@@ -747,18 +741,14 @@ int km_ssh_dial(struct km_ssh_node *n, const struct sockaddr *addr,
     c->ready_cb = cb;
     c->ready_arg = arg;
     snprintf(c->user, sizeof c->user, "%s", user);
+    char a[KM_ADDR_STRLEN];
+    snprintf(c->desc, sizeof c->desc, "conn %u to %s", c->id, km_addr_str(addr, a, sizeof a));
     char ip[INET6_ADDRSTRLEN] = "?";
-    unsigned port = 0;
-    if (addr->sa_family == AF_INET) {
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, ip, sizeof ip);
-        port = ntohs(((const struct sockaddr_in *)addr)->sin_port);
-    } else {
+    if (addr->sa_family == AF_INET6) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, ip, sizeof ip);
-        port = ntohs(((const struct sockaddr_in6 *)addr)->sin6_port);
+    } else {
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, ip, sizeof ip);
     }
-    snprintf(c->desc, sizeof c->desc, "conn %u to %s%s%s:%u", c->id,
-             addr->sa_family == AF_INET6 ? "[" : "", ip, addr->sa_family == AF_INET6 ? "]" : "",
-             port);
     *out = c;
     c->s = ssh_new();
     int rc;
