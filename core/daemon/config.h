@@ -40,8 +40,8 @@ struct km_config_peer {
     struct km_pubkey key; /* from the section name or `node =` */
     struct km_conf_addr addrs[KM_CONFIG_MAX_PEER_ADDRS]; /* `address =`, repeatable */
     size_t n_addrs;
-    char user[64];                         /* `user =`, SSH login name; default "keymesh" */
-    uint16_t expose[KM_CONFIG_MAX_PORTS];  /* `expose =`, local ports this peer may open */
+    char user[64];                        /* `user =`, SSH login name; default "keymesh" */
+    uint16_t expose[KM_CONFIG_MAX_PORTS]; /* `expose =`, local ports this peer may open */
     size_t n_expose;
     bool allow; /* `allow =`, may log in here; default true */
     bool exit;  /* `exit =`, may use this node as an egress exit; default false */
@@ -78,11 +78,11 @@ struct km_config {
     struct km_config_peer peers[KM_CONFIG_MAX_PEERS];
     size_t n_peers;
     /* [egress] */
-    enum km_egress_policy egress;  /* `policy = refuse|direct|exit` */
-    struct km_pubkey exit_node;    /* `exit_node =`, node ID or peer/alias name */
+    enum km_egress_policy egress; /* `policy = refuse|direct|exit` */
+    struct km_pubkey exit_node;   /* `exit_node =`, node ID or peer/alias name */
     bool has_exit_node;
-    bool allow_private;            /* `allow_private =`: direct egress may reach private,
-                                      loopback and link-local ranges; default false */
+    bool allow_private; /* `allow_private =`: direct egress may reach private,
+                           loopback and link-local ranges; default false */
     /* [socks5], [http]; a disabled front end's listeners are parsed but not bound, so they
      * take no part in the conflict check. */
     bool socks5_enabled;
