@@ -550,7 +550,9 @@ static void test_text(void **state)
         {"a=-_-_", 6, KM_ERR_INVALID},   /* URL-safe alphabet */
         {"a=AAAAAA", 8, KM_ERR_INVALID}, /* missing padding */
         {" a=AAAA", 7, KM_ERR_INVALID},
-        {"a=AA\xee" "A", 6, KM_ERR_INVALID}, /* libsodium 1.0.18 on arm64 took this as '/' */
+        {"a=AA\xee"
+         "A",
+         6, KM_ERR_INVALID}, /* libsodium 1.0.18 on arm64 took this as '/' */
         {"a=\xc1\xc1\xc1\xc1", 6, KM_ERR_INVALID},
         {"a=AA\x80=", 6, KM_ERR_INVALID},
         {"a=AA==", 6, 0}, /* decodes (one byte); parse rejects it later */
