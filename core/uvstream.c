@@ -57,6 +57,9 @@ struct wreq {
  * serves every stream of the (single-threaded) loop: no per-stream read memory. */
 static char read_slab[64 * 1024];
 
+/* Bytes accepted by write() and not yet written, over every stream (status output). */
+static size_t g_queued;
+
 static void deliver_end(struct uvs *u, int err)
 {
     if (u->ended || u->closing) {
@@ -135,6 +138,7 @@ static void on_written(uv_write_t *w, int status)
     struct wreq *r = (struct wreq *)w;
     struct uvs *u = r->u;
     u->queued -= r->len;
+    g_queued -= r->len;
     free(r);
     if (u->closing) {
         return;
@@ -177,6 +181,7 @@ static int op_write(struct km_stream *s, const uint8_t *data, size_t len)
         return rc;
     }
     u->queued += len;
+    g_queued += len;
     if (u->queued > KM_STREAM_HIGH_WATER) {
         u->above_high = true;
     }
@@ -517,4 +522,9 @@ char *km_uvstream_peer_str(const struct km_stream *s, char *out, size_t outsz)
         return out;
     }
     return km_addr_str((const struct sockaddr *)&ss, out, outsz);
+}
+
+size_t km_uvstream_total_queued(void)
+{
+    return g_queued;
 }

@@ -46,4 +46,7 @@ KM_MUST_CHECK int km_uvstream_peername(const struct km_stream *s, struct sockadd
 /* The peer's address as "ip:port" or "[ip]:port" ("?" when unknown). Returns out. */
 char *km_uvstream_peer_str(const struct km_stream *s, char *out, size_t outsz);
 
+/* Bytes waiting in the write queues of every stream of this module. */
+size_t km_uvstream_total_queued(void);
+
 #endif

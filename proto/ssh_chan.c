@@ -224,17 +224,40 @@ static const struct km_stream_ops chan_ops = {
 
 /* ---- reading buffered data ---- */
 
+/* Hand the consumer everything libssh buffered while it was paused, in one read.
+ *
+ * Why one read: after every ssh_channel_read* call, libssh 0.10 grants the peer a whole new
+ * window whenever its local window is below half, however much is still buffered. Reading a
+ * large buffer in small pieces therefore keeps granting windows to a peer that is sending
+ * faster than the consumer takes, and libssh's buffer grows without bound (measured: 1 GB
+ * for six slow streams). Reading it all at once makes each grant match bytes that really
+ * left libssh, so a stream holds at most about two windows. */
 static void drain(struct km_ssh_chan *c)
 {
-    uint8_t buf[16384];
-    /* Bounded: each round consumes buffered bytes; libssh's buffer is at most one window. */
-    while (c->reading && !c->ended && !c->user_closed && c->ch != NULL) {
-        int n = ssh_channel_read_nonblocking(c->ch, buf, sizeof buf, 0);
-        if (n <= 0) {
-            break;
+    /* Bounded: each round empties libssh's buffer or stops on a paused consumer. */
+    for (int round = 0; round < 64; round++) {
+        if (!c->reading || c->ended || c->user_closed || c->ch == NULL) {
+            return;
         }
-        if (c->s.on_data != NULL) {
-            c->s.on_data(&c->s, buf, (size_t)n);
+        int avail = ssh_channel_poll(c->ch, 0);
+        if (avail <= 0) {
+            return;
+        }
+        size_t n = (size_t)avail;
+        if (n > KM_SSH_CHAN_QUEUE_MAX) {
+            n = KM_SSH_CHAN_QUEUE_MAX; /* never expected: libssh holds about one window */
+        }
+        uint8_t *buf = malloc(n);
+        if (buf == NULL) {
+            return; /* retried on the next pass */
+        }
+        int got = ssh_channel_read_nonblocking(c->ch, buf, (uint32_t)n, 0);
+        if (got > 0 && c->s.on_data != NULL) {
+            c->s.on_data(&c->s, buf, (size_t)got);
+        }
+        free(buf);
+        if (got <= 0) {
+            return;
         }
     }
 }

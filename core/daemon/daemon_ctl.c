@@ -7,6 +7,7 @@
 #include "core/daemon/daemon_int.h"
 #include "core/log.h"
 #include "core/relay.h"
+#include "core/uvstream.h"
 #include "core/version.h"
 
 static json_t *addr_list(const struct km_conf_addr *a, size_t n, bool enabled)
@@ -98,6 +99,7 @@ static json_t *peers_json(const struct km_daemon *d)
 
 static json_t *status_json(const struct km_daemon *d)
 {
+    KM_DEBUG("status: %zu bytes queued on sockets", km_uvstream_total_queued());
     const struct km_config *c = d->cfg;
     char prefix[16];
     km_prefix_str(c->prefix, prefix);
