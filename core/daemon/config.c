@@ -28,10 +28,10 @@
 #define NODE_ID_EXPECT "(expected 52 base32 characters a-z, 2-7)"
 #define LABEL_EXPECT "1-63 of a-z, 0-9 and '-', not starting or ending with '-'"
 
-enum lsec { L_MESH, L_SOCKS5, L_HTTP, L_N };
+enum lsec { L_MESH, L_SOCKS5, L_HTTP, L_DNS, L_N };
 
-static const char *const lsec_name[L_N] = {"mesh", "socks5", "http"};
-static const char *const lsec_def_host[L_N] = {"::", "127.0.0.1", "127.0.0.1"};
+static const char *const lsec_name[L_N] = {"mesh", "socks5", "http", "dns"};
+static const char *const lsec_def_host[L_N] = {"::", "127.0.0.1", "127.0.0.1", "127.0.0.1"};
 
 /* Single-valued keys, for the duplicate check. */
 enum single {
@@ -54,6 +54,9 @@ enum single {
     S_SOCKS5_USERNAME,
     S_SOCKS5_PASSWORD,
     S_HTTP_ENABLED,
+    S_DNS_ENABLED,
+    S_DNS_TTL,
+    S_DNS_RATE_LIMIT,
     S_N
 };
 
@@ -171,6 +174,9 @@ static struct km_conf_addr *listen_arr(struct km_config *c, enum lsec s, size_t 
     case L_SOCKS5:
         *n = &c->n_socks5_listen;
         return c->socks5_listen;
+    case L_DNS:
+        *n = &c->n_dns_listen;
+        return c->dns_listen;
     case L_HTTP:
     default:
         *n = &c->n_http_listen;
@@ -705,6 +711,26 @@ static int set_single(struct parse *p, enum single s, const char *section, const
         return set_bool(&c->socks5_enabled, section, key, value, err, errsz);
     case S_HTTP_ENABLED:
         return set_bool(&c->http_enabled, section, key, value, err, errsz);
+    case S_DNS_ENABLED:
+        return set_bool(&c->dns_enabled, section, key, value, err, errsz);
+    case S_DNS_TTL: {
+        uint64_t ms;
+        if (km_conf_duration_ms(value, &ms) != 0 || ms < 1000 || ms > 86400000) {
+            return bad_value(err, errsz, section, key, value,
+                             "a duration from 1s to 1d (like 60s or 5m)");
+        }
+        c->dns_ttl_s = (uint32_t)(ms / 1000);
+        return 0;
+    }
+    case S_DNS_RATE_LIMIT: {
+        uint64_t v;
+        if (km_conf_size(value, &v) != 0 || v > 1000000) {
+            return bad_value(err, errsz, section, key, value,
+                             "responses per second per source (0 = no limit, at most 1000000)");
+        }
+        c->dns_rate_limit = (unsigned)v;
+        return 0;
+    }
     case S_SOCKS5_USERNAME:
         return set_secret(c->socks5_username, sizeof c->socks5_username, section, key, value, err,
                           errsz);
@@ -744,10 +770,13 @@ static const struct {
     {"socks5", "username", S_SOCKS5_USERNAME},
     {"socks5", "password", S_SOCKS5_PASSWORD},
     {"http", "enabled", S_HTTP_ENABLED},
+    {"dns", "enabled", S_DNS_ENABLED},
+    {"dns", "ttl", S_DNS_TTL},
+    {"dns", "rate_limit", S_DNS_RATE_LIMIT},
 };
 
-static const char *const sections[] = {"node",   "log",    "control", "mesh",
-                                       "egress", "socks5", "http",    "aliases"};
+static const char *const sections[] = {"node",   "log",  "control", "mesh",   "egress",
+                                       "socks5", "http", "dns",     "aliases"};
 
 static bool is_peer_section(const char *section)
 {
@@ -774,7 +803,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http or aliases)",
+        "http, dns or aliases)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -832,7 +861,8 @@ static int check_listeners(struct parse *p, const char *filename, char *err, siz
     struct lref all[L_N * KM_CONFIG_MAX_LISTEN];
     size_t n_all = 0;
     for (int s = 0; s < L_N; s++) {
-        if ((s == L_SOCKS5 && !c->socks5_enabled) || (s == L_HTTP && !c->http_enabled)) {
+        if ((s == L_SOCKS5 && !c->socks5_enabled) || (s == L_HTTP && !c->http_enabled) ||
+            (s == L_DNS && !c->dns_enabled)) {
             continue;
         }
         size_t *n;
@@ -972,6 +1002,11 @@ void km_config_defaults(struct km_config *c)
     c->http_enabled = true;
     c->http_listen[0] = (struct km_conf_addr){.host = "127.0.0.1", .port = 8080};
     c->n_http_listen = 1;
+    c->dns_enabled = true;
+    c->dns_listen[0] = (struct km_conf_addr){.host = "127.0.0.1", .port = 5354};
+    c->n_dns_listen = 1;
+    c->dns_ttl_s = 60;
+    c->dns_rate_limit = 0;
 }
 
 static void parse_init(struct parse *p, struct km_config *c)

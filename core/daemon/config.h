@@ -93,6 +93,12 @@ struct km_config {
     bool http_enabled;
     struct km_conf_addr http_listen[KM_CONFIG_MAX_LISTEN];
     size_t n_http_listen;
+    /* [dns] */
+    bool dns_enabled;
+    struct km_conf_addr dns_listen[KM_CONFIG_MAX_LISTEN]; /* UDP and TCP on each */
+    size_t n_dns_listen;
+    uint32_t dns_ttl_s;      /* `ttl`, default 60 s */
+    unsigned dns_rate_limit; /* `rate_limit`, answers per second per source; 0 = none */
     /* [aliases] */
     struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
     size_t n_aliases;

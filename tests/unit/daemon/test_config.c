@@ -28,7 +28,8 @@ static const uint8_t PK2[32] = {0x3d, 0x40, 0x17, 0xc3, 0xe8, 0x43, 0x89, 0x5a, 
                                 0x96, 0x8c, 0xc0, 0xcd, 0x55, 0xf1, 0x2a, 0xf4, 0x66, 0x0c};
 
 #define LISTEN_EXPECT "(expected HOST:PORT with an IP literal, [IPV6]:PORT or PORT, port 1-65535)"
-#define SECTIONS "(expected node, log, control, mesh, peer NAME, egress, socks5, http or aliases)"
+#define SECTIONS \
+    "(expected node, log, control, mesh, peer NAME, egress, socks5, http, dns or aliases)"
 #define PORTS_EXPECT "a port list (expected ports 1-65535 separated by commas or spaces)"
 #define DURATION_EXPECT                                                                   \
     "a duration (expected a number with unit ms, s, m, h or d, such as 30s; at most 366 " \
@@ -1257,6 +1258,44 @@ static void test_too_many_peer_ports(void **state)
 }
 
 /* examples/keymesh.conf must always parse (it is what users copy). */
+static void test_dns_section(void **state)
+{
+    (void)state;
+    struct km_config *c = malloc(sizeof *c);
+    char err[KM_CONF_ERR_LEN];
+    km_config_defaults(c);
+    assert_true(c->dns_enabled);
+    assert_int_equal(c->dns_listen[0].port, 5354);
+    assert_int_equal(c->dns_ttl_s, 60);
+    static const char good[] = "[dns]\nlisten = 127.0.0.1:53\nttl = 5m\nrate_limit = 200\n";
+    assert_int_equal(km_config_parse(c, good, sizeof good - 1, "t.conf", err, sizeof err), 0);
+    assert_int_equal(c->dns_listen[0].port, 53);
+    assert_int_equal(c->dns_ttl_s, 300);
+    assert_int_equal(c->dns_rate_limit, 200);
+    static const struct {
+        const char *text;
+        const char *want;
+    } bad[] = {
+        {"[dns]\nttl = 0\n", "t.conf:2: [dns] ttl: \"0\" is not a duration from 1s to 1d"},
+        {"[dns]\nrate_limit = -1\n", "t.conf:2: [dns] rate_limit"},
+        {"[dns]\nbogus = 1\n", "t.conf:2: unknown key \"bogus\" in [dns]"},
+        {"[dns]\nlisten = 127.0.0.1:1080\n", "conflicts with [socks5] listen"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        km_config_defaults(c);
+        int r = km_config_parse(c, bad[i].text, strlen(bad[i].text), "t.conf", err, sizeof err);
+        assert_int_equal(r, KM_ERR_CONFIG);
+        if (strstr(err, bad[i].want) == NULL) {
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, bad[i].want);
+        }
+    }
+    /* A disabled DNS server's listener does not conflict. */
+    static const char off[] = "[dns]\nenabled = false\nlisten = 127.0.0.1:1080\n";
+    km_config_defaults(c);
+    assert_int_equal(km_config_parse(c, off, sizeof off - 1, "t.conf", err, sizeof err), 0);
+    free(c);
+}
+
 static void test_example_file(void **state)
 {
     struct km_config *c = *state;
@@ -1298,6 +1337,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_missing_node_order, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_many_peers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_many_peer_ports, setup, teardown),
+        cmocka_unit_test(test_dns_section),
         cmocka_unit_test_setup_teardown(test_example_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
