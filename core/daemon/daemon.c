@@ -157,7 +157,7 @@ static int start_mesh(struct km_daemon *d)
     struct km_mesh_opts mo;
     km_mesh_opts_default(&mo);
     mo.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
-    if ((r = km_mesh_new(km_loop_uv(d->loop), d->ssh, &mo, km_router_lookup, d->router,
+    if ((r = km_mesh_new(km_loop_uv(d->loop), d->ssh, &mo, km_discover_lookup, d->disc,
                          &d->mesh)) != 0) {
         KM_ERROR_R(r, "cannot set up the mesh");
         return r;
@@ -212,6 +212,9 @@ static void stop_services(struct km_daemon *d)
     }
     km_ctl_server_close(d->ctl);
     d->ctl = NULL;
+    if (d->disc != NULL) {
+        km_discover_stop(d->disc);
+    }
     /* Streams in flight end now (clients see their connections close). */
     km_relay_close_all();
     if (d->router != NULL) {
@@ -270,6 +273,7 @@ static void on_reload(struct km_loop *l, int signum, void *arg)
         memcpy(n->control_socket, d->cfg->control_socket, sizeof n->control_socket);
     }
     km_router_set_config(d->router, n);
+    km_discover_set_config(d->disc, n);
     free(d->cfg);
     d->cfg = n;
     d->config_loaded = loaded;
@@ -314,7 +318,10 @@ static int start(struct km_daemon *d)
         return r;
     }
     if ((r = km_router_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), &d->router)) != 0 ||
-        (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0) {
+        (r = km_discover_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), d->router,
+                             &d->disc)) != 0 ||
+        (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0 ||
+        (r = km_discover_start_dns(d->disc)) != 0) {
         return r;
     }
     if ((r = km_loop_watch_signals(d->loop, on_stop, on_reload, d)) != 0) {
@@ -355,6 +362,7 @@ int km_daemon_run(const struct km_daemon_opts *opts)
         KM_ERROR("handles leaked at shutdown");
         status = 1;
     }
+    km_discover_free(d.disc);
     km_router_free(d.router);
     km_key_free(d.key);
     free(d.cfg);

@@ -9,6 +9,7 @@
 #include "core/ctl.h"
 #include "core/daemon/config.h"
 #include "core/daemon/daemon.h"
+#include "core/daemon/discover.h"
 #include "core/daemon/router.h"
 #include "core/loop.h"
 #include "identity/derive.h"
@@ -23,6 +24,7 @@ struct km_daemon {
     struct km_loop *loop;
     struct km_ctl_server *ctl;
     struct km_router *router;
+    struct km_discover *disc;
     struct km_ssh_node *ssh;
     struct km_mesh *mesh;
     struct km_socks5_server *socks5[KM_CONFIG_MAX_LISTEN];

@@ -521,26 +521,6 @@ void km_router_ssh_hooks(struct km_router *r, struct km_ssh_hooks *out)
     out->arg = r;
 }
 
-int km_router_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_target *out)
-{
-    struct km_router *r = arg;
-    memset(out, 0, sizeof *out);
-    const struct km_config_peer *p = find_peer(r->cfg, peer);
-    if (p == NULL || p->n_addrs == 0) {
-        return KM_ERR_NOT_FOUND;
-    }
-    for (size_t i = 0; i < p->n_addrs && out->n_addrs < KM_MESH_MAX_ADDRS; i++) {
-        const struct km_conf_addr *a = &p->addrs[i];
-        struct sockaddr_storage *ss = &out->addrs[out->n_addrs];
-        if (uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)ss) == 0 ||
-            uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)ss) == 0) {
-            out->n_addrs++;
-        }
-    }
-    snprintf(out->user, sizeof out->user, "%s", p->user[0] != '\0' ? p->user : "keymesh");
-    return out->n_addrs > 0 ? 0 : KM_ERR_NOT_FOUND;
-}
-
 /* ---- lifetime ---- */
 
 static void set_identity(struct km_router *r)

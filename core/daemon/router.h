@@ -39,9 +39,6 @@ struct km_egress *km_router_egress(struct km_router *r);
 /* Hooks for km_ssh_node_new; arg is the router. */
 void km_router_ssh_hooks(struct km_router *r, struct km_ssh_hooks *out);
 
-/* Lookup hook for km_mesh_new; arg is the router. */
-int km_router_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_target *out);
-
 /* Resolve a host name or literal to a peer key when it names a mesh node (FQDN, alias,
  * VIP). Returns 0, KM_ERR_NOT_FOUND for a mesh name that is no node, or KM_ERR_INVALID when
  * host is not a mesh name at all. */

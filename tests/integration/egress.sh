@@ -21,6 +21,8 @@ waitfor 5 curl -sf http://192.0.2.1:19090/index.html
 
 conf_a() { # POLICY [extra line for [egress]]
     cat >"$A/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16101
 idle_timeout = 1s
@@ -40,6 +42,8 @@ EOF
 }
 conf_b() { # EXIT-FOR-A
     cat >"$B/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16102
 [socks5]

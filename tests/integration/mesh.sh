@@ -24,6 +24,8 @@ SUF=mesh.internal
 # B 18999 and C 19999; on B an echo server 17777 and a sha256 sink 17778; B exposes 17779
 # where nothing listens; B's 18998 listens but is not exposed. X's key is known to nobody.
 cat >"$A/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16001
 [socks5]
@@ -38,6 +40,8 @@ node = $IC
 address = 127.0.0.1:16003
 EOF
 cat >"$B/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16002
 expose = 18999
@@ -54,6 +58,8 @@ node = $IA
 node = $IW
 EOF
 cat >"$C/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16003
 expose = 19999
@@ -66,6 +72,8 @@ node = $IA
 EOF
 # D knows B, but B does not know D.
 cat >"$D/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16004
 [socks5]
@@ -81,6 +89,8 @@ EOF
 # match, so W must never get in. (A separate daemon, because a configured peer is redialled
 # with backoff, and B would keep seeing those attempts.)
 cat >"$W/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16005
 [socks5]

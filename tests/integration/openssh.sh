@@ -46,6 +46,8 @@ made_run_sshd=
 
 # A dials B and the sshd. B exposes an HTTP server, the sshd's port and its own mesh port.
 cat >"$A/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16001
 [socks5]
@@ -66,6 +68,8 @@ address = 127.0.0.1:12222
 user = root
 EOF
 cat >"$B/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = 127.0.0.1:16002
 expose = 18999

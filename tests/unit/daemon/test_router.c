@@ -240,12 +240,6 @@ static void test_inbound_policy(void **state)
     assert_int_equal(h.allow_direct(h.arg, &k2, "localhost", 22), KM_ERR_REFUSED); /* allow=0 */
     assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "localhost", 22), KM_ERR_REFUSED);
     km_key_free(stranger);
-    /* Mesh lookup: addresses and the default user. */
-    struct km_mesh_target t;
-    assert_int_equal(km_router_lookup(f->r, &k1, &t), 0);
-    assert_int_equal(t.n_addrs, 1);
-    assert_string_equal(t.user, "keymesh");
-    assert_int_equal(km_router_lookup(f->r, &k2, &t), KM_ERR_NOT_FOUND); /* no address */
 }
 
 int main(void)

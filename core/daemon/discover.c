@@ -1,0 +1,381 @@
+#include "core/daemon/discover.h"
+
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+#include <net/if.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/log.h"
+#include "discovery/dns.h"
+#include "discovery/peers.h"
+#include "identity/derive.h"
+
+#define MAX_LOCAL_NETS 64
+#define IFADDRS_REFRESH_MS 2000
+
+/* A subnet of one of this machine's interfaces. */
+struct local_net {
+    int family;
+    uint8_t addr[16];
+    uint8_t mask[16];
+};
+
+struct km_discover {
+    uv_loop_t *loop;
+    const struct km_config *cfg;
+    struct km_pubkey self;
+    struct km_router *router;
+    struct km_peers *peers;
+    struct km_dns_server *dns[KM_CONFIG_MAX_LISTEN];
+    struct local_net nets[MAX_LOCAL_NETS];
+    size_t n_nets;
+    uint64_t nets_at_ms;
+    bool nets_valid;
+};
+
+/* ---- this machine's networks ---- */
+
+static void refresh_nets(struct km_discover *d)
+{
+    uint64_t now = uv_now(d->loop);
+    if (d->nets_valid && now - d->nets_at_ms < IFADDRS_REFRESH_MS) {
+        return;
+    }
+    d->nets_at_ms = now;
+    d->nets_valid = true;
+    d->n_nets = 0;
+    struct ifaddrs *ifs;
+    if (getifaddrs(&ifs) != 0) {
+        return;
+    }
+    for (struct ifaddrs *i = ifs; i != NULL && d->n_nets < MAX_LOCAL_NETS; i = i->ifa_next) {
+        if (i->ifa_addr == NULL || i->ifa_netmask == NULL || !(i->ifa_flags & IFF_UP)) {
+            continue;
+        }
+        struct local_net *n = &d->nets[d->n_nets];
+        memset(n, 0, sizeof *n);
+        if (i->ifa_addr->sa_family == AF_INET) {
+            n->family = AF_INET;
+            memcpy(n->addr, &((struct sockaddr_in *)i->ifa_addr)->sin_addr, 4);
+            memcpy(n->mask, &((struct sockaddr_in *)i->ifa_netmask)->sin_addr, 4);
+        } else if (i->ifa_addr->sa_family == AF_INET6) {
+            n->family = AF_INET6;
+            memcpy(n->addr, &((struct sockaddr_in6 *)i->ifa_addr)->sin6_addr, 16);
+            memcpy(n->mask, &((struct sockaddr_in6 *)i->ifa_netmask)->sin6_addr, 16);
+        } else {
+            continue;
+        }
+        d->n_nets++;
+    }
+    freeifaddrs(ifs);
+}
+
+static bool on_local_net(struct km_discover *d, const struct sockaddr *sa)
+{
+    const uint8_t *a;
+    size_t len;
+    if (sa->sa_family == AF_INET) {
+        a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+        len = 4;
+    } else if (sa->sa_family == AF_INET6) {
+        a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        len = 16;
+    } else {
+        return false;
+    }
+    refresh_nets(d);
+    for (size_t i = 0; i < d->n_nets; i++) {
+        const struct local_net *n = &d->nets[i];
+        if (n->family != sa->sa_family) {
+            continue;
+        }
+        bool match = true;
+        for (size_t k = 0; k < len && match; k++) {
+            match = (a[k] & n->mask[k]) == (n->addr[k] & n->mask[k]);
+        }
+        if (match) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* The kind of a path given by address alone (a configured peer address). */
+static enum km_path_kind kind_of_addr(const struct sockaddr *sa)
+{
+    if (sa->sa_family == AF_INET6) {
+        const uint8_t *b = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+        if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) {
+            return KM_PATH_LINK_LOCAL;
+        }
+    } else if (sa->sa_family == AF_INET) {
+        uint32_t a = ntohl(((const struct sockaddr_in *)sa)->sin_addr.s_addr);
+        if ((a >> 16) == (169u << 8 | 254)) {
+            return KM_PATH_LINK_LOCAL;
+        }
+    }
+    return km_router_addr_is_private(sa) ? KM_PATH_LAN : KM_PATH_MAPPED;
+}
+
+static int conf_sockaddr(const struct km_conf_addr *a, struct sockaddr_storage *ss)
+{
+    memset(ss, 0, sizeof *ss);
+    if (uv_ip4_addr(a->host, a->port, (struct sockaddr_in *)ss) == 0 ||
+        uv_ip6_addr(a->host, a->port, (struct sockaddr_in6 *)ss) == 0) {
+        return 0;
+    }
+    return KM_ERR_INVALID;
+}
+
+/* Seed the table with every configured peer's addresses. */
+static void load_config(struct km_discover *d)
+{
+    const struct km_config *c = d->cfg;
+    for (size_t i = 0; i < c->n_peers; i++) {
+        const struct km_config_peer *p = &c->peers[i];
+        struct km_path paths[KM_CONFIG_MAX_PEER_ADDRS];
+        size_t n = 0;
+        for (size_t k = 0; k < p->n_addrs; k++) {
+            memset(&paths[n], 0, sizeof paths[n]);
+            if (conf_sockaddr(&p->addrs[k], &paths[n].addr) != 0) {
+                continue;
+            }
+            paths[n].kind = kind_of_addr((struct sockaddr *)&paths[n].addr);
+            paths[n].source = KM_PATH_SRC_CONFIG;
+            n++;
+        }
+        if (km_peers_set_config(d->peers, &p->key, paths, n) != 0) {
+            KM_WARN("discovery: cannot record the addresses of peer %s", p->name);
+        }
+    }
+}
+
+/* This node's own paths: its mesh listeners, or every interface address for a wildcard. */
+static size_t self_paths(struct km_discover *d, struct km_path *out, size_t max)
+{
+    const struct km_config *c = d->cfg;
+    size_t n = 0;
+    for (size_t i = 0; i < c->n_mesh_listen && n < max; i++) {
+        struct sockaddr_storage ss;
+        if (conf_sockaddr(&c->mesh_listen[i], &ss) != 0) {
+            continue;
+        }
+        bool wildcard = (ss.ss_family == AF_INET &&
+                         ((struct sockaddr_in *)&ss)->sin_addr.s_addr == htonl(INADDR_ANY)) ||
+                        (ss.ss_family == AF_INET6 &&
+                         IN6_IS_ADDR_UNSPECIFIED(&((struct sockaddr_in6 *)&ss)->sin6_addr));
+        if (!wildcard) {
+            memset(&out[n], 0, sizeof out[n]);
+            out[n].addr = ss;
+            out[n].kind = kind_of_addr((struct sockaddr *)&ss);
+            out[n].source = KM_PATH_SRC_SELF;
+            n++;
+            continue;
+        }
+        refresh_nets(d);
+        for (size_t k = 0; k < d->n_nets && n < max; k++) {
+            const struct local_net *ln = &d->nets[k];
+            struct km_path *p = &out[n];
+            memset(p, 0, sizeof *p);
+            if (ln->family == AF_INET) {
+                struct sockaddr_in *in = (struct sockaddr_in *)&p->addr;
+                in->sin_family = AF_INET;
+                memcpy(&in->sin_addr, ln->addr, 4);
+                in->sin_port = htons(c->mesh_listen[i].port);
+                if ((ntohl(in->sin_addr.s_addr) >> 24) == 127) {
+                    continue;
+                }
+            } else {
+                if (ss.ss_family == AF_INET) {
+                    continue; /* an IPv4 wildcard does not listen on IPv6 */
+                }
+                struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&p->addr;
+                in6->sin6_family = AF_INET6;
+                memcpy(&in6->sin6_addr, ln->addr, 16);
+                in6->sin6_port = htons(c->mesh_listen[i].port);
+                if (IN6_IS_ADDR_LOOPBACK(&in6->sin6_addr)) {
+                    continue;
+                }
+            }
+            p->kind = kind_of_addr((struct sockaddr *)&p->addr);
+            p->source = KM_PATH_SRC_SELF;
+            n++;
+        }
+    }
+    return n;
+}
+
+/* ---- the DNS backend ---- */
+
+static int be_alias(void *arg, const char *label, struct km_pubkey *out)
+{
+    struct km_discover *d = arg;
+    const struct km_pubkey *k = km_config_alias(d->cfg, label);
+    if (k == NULL) {
+        return KM_ERR_NOT_FOUND;
+    }
+    *out = *k;
+    return 0;
+}
+
+static int be_vip(void *arg, const uint8_t vip[16], struct km_pubkey *out)
+{
+    struct km_discover *d = arg;
+    char text[KM_VIP_STRLEN];
+    if (inet_ntop(AF_INET6, vip, text, sizeof text) == NULL) {
+        return KM_ERR_NOT_FOUND;
+    }
+    return km_router_resolve(d->router, text, out) == 0 ? 0 : KM_ERR_NOT_FOUND;
+}
+
+static size_t be_paths(void *arg, const struct km_pubkey *key, struct km_path *out, size_t max)
+{
+    struct km_discover *d = arg;
+    if (km_pubkey_equal(key, &d->self)) {
+        return self_paths(d, out, max);
+    }
+    return km_peers_paths(d->peers, key, uv_now(d->loop), out, max);
+}
+
+static enum km_requester be_classify(void *arg, const struct sockaddr *from)
+{
+    struct km_discover *d = arg;
+    if (from->sa_family == AF_INET &&
+        (ntohl(((const struct sockaddr_in *)from)->sin_addr.s_addr) >> 24) == 127) {
+        return KM_REQ_SAME_LINK; /* this machine */
+    }
+    if (from->sa_family == AF_INET6 &&
+        IN6_IS_ADDR_LOOPBACK(&((const struct sockaddr_in6 *)from)->sin6_addr)) {
+        return KM_REQ_SAME_LINK;
+    }
+    return on_local_net(d, from) ? KM_REQ_SAME_LINK : KM_REQ_OTHER;
+}
+
+/* ---- public ---- */
+
+int km_discover_new(uv_loop_t *loop, const struct km_config *cfg, const struct km_pubkey *self,
+                    struct km_router *router, struct km_discover **out)
+{
+    *out = NULL;
+    struct km_discover *d = calloc(1, sizeof *d);
+    if (d == NULL) {
+        return -ENOMEM;
+    }
+    d->peers = km_peers_new(0);
+    if (d->peers == NULL) {
+        free(d);
+        return -ENOMEM;
+    }
+    d->loop = loop;
+    d->cfg = cfg;
+    d->self = *self;
+    d->router = router;
+    load_config(d);
+    *out = d;
+    return 0;
+}
+
+int km_discover_start_dns(struct km_discover *d)
+{
+    const struct km_config *c = d->cfg;
+    if (!c->dns_enabled) {
+        return 0;
+    }
+    struct km_dns_opts o;
+    km_dns_opts_default(&o);
+    snprintf(o.suffix, sizeof o.suffix, "%s", c->suffix);
+    o.prefix = c->prefix;
+    o.ttl = c->dns_ttl_s;
+    o.rate_limit = c->dns_rate_limit;
+    struct km_dns_backend b = {be_alias, be_vip, be_paths, be_classify, d};
+    for (size_t i = 0; i < c->n_dns_listen; i++) {
+        struct sockaddr_storage ss;
+        char at[64];
+        const struct km_conf_addr *a = &c->dns_listen[i];
+        snprintf(at, sizeof at, strchr(a->host, ':') != NULL ? "[%s]:%u" : "%s:%u", a->host,
+                 a->port);
+        int r = conf_sockaddr(a, &ss);
+        if (r == 0) {
+            r = km_dns_server_new(d->loop, (struct sockaddr *)&ss, &o, &b, &d->dns[i]);
+        }
+        if (r != 0) {
+            KM_ERROR_R(r, "cannot serve DNS on %s", at);
+            return r;
+        }
+        KM_INFO("dns: serving %s and its reverse zone on %s (UDP and TCP)", c->suffix, at);
+    }
+    return 0;
+}
+
+void km_discover_set_config(struct km_discover *d, const struct km_config *cfg)
+{
+    d->cfg = cfg;
+    load_config(d);
+}
+
+int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_target *out)
+{
+    struct km_discover *d = arg;
+    memset(out, 0, sizeof *out);
+    struct km_path paths[KM_MESH_MAX_ADDRS];
+    size_t n = km_peers_paths(d->peers, peer, uv_now(d->loop), paths, KM_MESH_MAX_ADDRS);
+    for (size_t i = 0; i < n; i++) {
+        if (paths[i].kind == KM_PATH_RELAY) {
+            continue; /* relays arrive with the NAT work */
+        }
+        out->addrs[out->n_addrs++] = paths[i].addr;
+    }
+    const char *user = "keymesh";
+    for (size_t i = 0; i < d->cfg->n_peers; i++) {
+        if (km_pubkey_equal(&d->cfg->peers[i].key, peer) && d->cfg->peers[i].user[0] != '\0') {
+            user = d->cfg->peers[i].user;
+        }
+    }
+    snprintf(out->user, sizeof out->user, "%s", user);
+    return out->n_addrs > 0 ? 0 : KM_ERR_NOT_FOUND;
+}
+
+size_t km_discover_paths(struct km_discover *d, const struct km_pubkey *key, struct km_path *out,
+                         size_t max)
+{
+    return be_paths(d, key, out, max);
+}
+
+void km_discover_stats(const struct km_discover *d, struct km_discover_stats *out)
+{
+    memset(out, 0, sizeof *out);
+    for (size_t i = 0; i < KM_CONFIG_MAX_LISTEN; i++) {
+        if (d->dns[i] != NULL) {
+            struct km_dns_stats s;
+            km_dns_server_stats(d->dns[i], &s);
+            out->dns_queries += s.queries;
+            out->dns_dropped += s.dropped;
+        }
+    }
+    struct km_peers_stats ps;
+    km_peers_stats(d->peers, &ps);
+    out->known_keys = ps.n_keys;
+    out->announce_accepted = ps.accepted;
+    out->announce_rejected = ps.replayed + ps.forged + ps.expired + ps.invalid;
+}
+
+void km_discover_stop(struct km_discover *d)
+{
+    for (size_t i = 0; i < KM_CONFIG_MAX_LISTEN; i++) {
+        km_dns_server_close(d->dns[i]);
+        d->dns[i] = NULL;
+    }
+}
+
+void km_discover_free(struct km_discover *d)
+{
+    if (d == NULL) {
+        return;
+    }
+    km_discover_stop(d);
+    km_peers_free(d->peers);
+    free(d);
+}

@@ -1,0 +1,51 @@
+/* The daemon's discovery glue: the peer table seeded from the configuration, this node's own
+ * paths, the DNS servers and the backend they query, and the mesh's address lookup. */
+#ifndef KM_DAEMON_DISCOVER_H
+#define KM_DAEMON_DISCOVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "core/daemon/config.h"
+#include "core/daemon/router.h"
+#include "discovery/path.h"
+#include "proto/mesh.h"
+
+struct km_discover;
+
+/* cfg, self and router are borrowed and must outlive the object. */
+KM_MUST_CHECK int km_discover_new(uv_loop_t *loop, const struct km_config *cfg,
+                                  const struct km_pubkey *self, struct km_router *router,
+                                  struct km_discover **out);
+
+/* Start the DNS servers of [dns] (none when disabled). Returns 0 or the first error. */
+KM_MUST_CHECK int km_discover_start_dns(struct km_discover *d);
+
+/* A reloaded configuration: re-seed the configured peer addresses. */
+void km_discover_set_config(struct km_discover *d, const struct km_config *cfg);
+
+/* The mesh's lookup hook (arg: the km_discover): the peer's candidate addresses, best
+ * first, and its SSH user. */
+int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_target *out);
+
+/* Unranked candidate paths of key (this node's own for its own key). */
+size_t km_discover_paths(struct km_discover *d, const struct km_pubkey *key, struct km_path *out,
+                         size_t max);
+
+struct km_discover_stats {
+    uint64_t dns_queries;
+    uint64_t dns_dropped;
+    size_t known_keys;
+    uint64_t announce_accepted;
+    uint64_t announce_rejected;
+};
+void km_discover_stats(const struct km_discover *d, struct km_discover_stats *out);
+
+/* Close the DNS servers (shutdown); the table stays until km_discover_free. */
+void km_discover_stop(struct km_discover *d);
+
+/* Stop and free. Accepts NULL. */
+void km_discover_free(struct km_discover *d);
+
+#endif
