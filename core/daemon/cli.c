@@ -198,6 +198,7 @@ static const struct command commands[] = {
     {"up", km_cmd_up, "run the daemon in the foreground"},
     {"status", km_cmd_status, "ask the running daemon for its state"},
     {"peers", km_cmd_peers, "list the peers and the connection to each"},
+    {"resolve", km_cmd_resolve, "show a name's node and its ranked paths"},
     {"connect", km_cmd_connect, "splice stdin/stdout to a mesh stream (ssh ProxyCommand)"},
 };
 

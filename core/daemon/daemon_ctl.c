@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "core/daemon/daemon_int.h"
+#include "core/addr.h"
 #include "core/log.h"
 #include "core/relay.h"
 #include "core/uvstream.h"
@@ -97,6 +98,19 @@ static json_t *peers_json(const struct km_daemon *d)
     return peers;
 }
 
+static json_t *discovery_json(const struct km_daemon *d)
+{
+    struct km_discover_stats s = {0};
+    if (d->disc != NULL) {
+        km_discover_stats(d->disc, &s);
+    }
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:o}", "queries", (json_int_t)s.dns_queries,
+                     "dropped", (json_int_t)s.dns_dropped, "known_keys", (json_int_t)s.known_keys,
+                     "announcements_accepted", (json_int_t)s.announce_accepted,
+                     "announcements_rejected", (json_int_t)s.announce_rejected, "listen",
+                     addr_list(d->cfg->dns_listen, d->cfg->n_dns_listen, d->cfg->dns_enabled));
+}
+
 static json_t *status_json(const struct km_daemon *d)
 {
     KM_DEBUG("status: %zu bytes queued on sockets", km_uvstream_total_queued());
@@ -104,7 +118,8 @@ static json_t *status_json(const struct km_daemon *d)
     char prefix[16];
     km_prefix_str(c->prefix, prefix);
     return json_pack(
-        "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s?, s:s, s:I, s:o, s:o, s:o, s:I, s:I, s:o}",
+        "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s?, s:s, s:I, s:o, s:o, s:o, s:I, s:I, s:o, "
+        "s:o}",
         "version", KM_VERSION, "node_id", d->node_id, "fqdn", d->fqdn, "vip", d->vip, "prefix",
         prefix, "pid", (json_int_t)getpid(), "uptime_s", (json_int_t)(time(NULL) - d->started),
         "state_dir", d->opts->dir, "config", d->config_loaded ? d->opts->config_path : NULL,
@@ -113,10 +128,11 @@ static json_t *status_json(const struct km_daemon *d)
         addr_list(c->socks5_listen, c->n_socks5_listen, c->socks5_enabled), "http_listen",
         addr_list(c->http_listen, c->n_http_listen, c->http_enabled), "sessions",
         (json_int_t)(d->ssh != NULL ? km_ssh_node_sessions(d->ssh) : 0), "streams",
-        (json_int_t)km_relay_count(), "peers", peers_json(d));
+        (json_int_t)km_relay_count(), "peers", peers_json(d), "dns", discovery_json(d));
 }
 
 static json_t *cmd_connect(struct km_daemon *d, const json_t *req, struct km_ctl_conn *conn);
+static json_t *cmd_resolve(struct km_daemon *d, const json_t *req);
 
 json_t *km__daemon_on_ctl(void *arg, const char *cmd, const json_t *req, struct km_ctl_conn *conn)
 {
@@ -126,6 +142,9 @@ json_t *km__daemon_on_ctl(void *arg, const char *cmd, const json_t *req, struct 
     }
     if (strcmp(cmd, "ping") == 0) {
         return json_object();
+    }
+    if (strcmp(cmd, "resolve") == 0) {
+        return cmd_resolve(d, req);
     }
     if (strcmp(cmd, "connect") == 0) {
         return cmd_connect(d, req, conn);
@@ -210,4 +229,51 @@ static json_t *cmd_connect(struct km_daemon *d, const json_t *req, struct km_ctl
         free(c);
     }
     return NULL;
+}
+
+/* ---- resolve: a name's identity and its paths, ranked as for a requester on this node ---- */
+
+static json_t *cmd_resolve(struct km_daemon *d, const json_t *req)
+{
+    const char *name = json_string_value(json_object_get(req, "name"));
+    if (name == NULL || name[0] == '\0' || strlen(name) > 253) {
+        return json_pack("{s:b, s:s}", "ok", 0, "error", "resolve needs \"name\"");
+    }
+    struct km_pubkey key;
+    int r = km_router_resolve(d->router, name, &key);
+    if (r != 0 && km_node_id_parse(name, strlen(name), &key) == 0) {
+        r = 0; /* a bare node ID */
+    }
+    if (r != 0) {
+        return json_pack("{s:b, s:s}", "ok", 0, "error",
+                         r == KM_ERR_NOT_FOUND ? "no such node or name"
+                                               : "not a mesh name, node ID or VIP");
+    }
+    json_t *o = peer_json(d, &key);
+    json_t *paths = json_array();
+    if (o == NULL || paths == NULL) {
+        json_decref(o);
+        json_decref(paths);
+        return NULL;
+    }
+    struct km_path p[KM_MESH_MAX_ADDRS * 2];
+    size_t order[KM_MESH_MAX_ADDRS * 2];
+    size_t n = km_discover_paths(d->disc, &key, p, sizeof p / sizeof p[0]);
+    size_t ranked = km_path_rank(p, n, KM_REQ_SAME_LINK, order);
+    static const char *const sources[] = {"config", "mdns", "gossip", "dns", "self"};
+    for (size_t i = 0; i < ranked; i++) {
+        const struct km_path *x = &p[order[i]];
+        char a[KM_ADDR_STRLEN];
+        json_array_append_new(
+            paths, json_pack("{s:I, s:s, s:s, s:s}", "rank", (json_int_t)(i + 1), "kind",
+                             km_path_kind_name(x->kind), "address",
+                             km_addr_str((const struct sockaddr *)&x->addr, a, sizeof a), "source",
+                             (unsigned)x->source < 5 ? sources[x->source] : "?"));
+    }
+    json_object_del(o, "state");
+    json_object_del(o, "address");
+    json_object_del(o, "streams");
+    json_object_set_new(o, "self", json_boolean(km_pubkey_equal(&key, km_key_pub(d->key))));
+    json_object_set_new(o, "paths", paths);
+    return o;
 }

@@ -52,7 +52,10 @@ static void refresh_nets(struct km_discover *d)
         return;
     }
     for (struct ifaddrs *i = ifs; i != NULL && d->n_nets < MAX_LOCAL_NETS; i = i->ifa_next) {
-        if (i->ifa_addr == NULL || i->ifa_netmask == NULL || !(i->ifa_flags & IFF_UP)) {
+        /* Addresses on the loopback interface share no link with anyone (127/8 and ::1,
+         * this machine itself, are classified before this). */
+        if (i->ifa_addr == NULL || i->ifa_netmask == NULL || !(i->ifa_flags & IFF_UP) ||
+            (i->ifa_flags & IFF_LOOPBACK)) {
             continue;
         }
         struct local_net *n = &d->nets[d->n_nets];

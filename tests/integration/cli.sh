@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 D=$T/state
 
 # --help everywhere, usage errors exit 2.
-for c in init id derive up status peers connect; do
+for c in init id derive up status peers resolve connect; do
     expect_exit 0 "$c --help" "$KM" "$c" --help
     check "$c --help prints usage" contains "$T/out" "Usage: keymesh $c"
 done
