@@ -16,7 +16,11 @@ TOOLS=(openssh-client openssh-server valgrind curl iproute2 procps psmisc python
 want=("${LIBS[@]}" "${BUILD[@]}" "${TOOLS[@]}")
 if [[ "${1:-}" == --arm64 ]]; then
     want+=(gcc-aarch64-linux-gnu qemu-user libc6-dev-arm64-cross)
-    for p in "${LIBS[@]}"; do want+=("$p:arm64"); done
+    # libldns-dev is not co-installable across architectures (a shared doc file differs);
+    # the headers are the same for both, so arm64 needs only the library (CMakeLists.txt).
+    for p in "${LIBS[@]}"; do
+        if [[ "$p" == libldns-dev ]]; then want+=(libldns3:arm64); else want+=("$p:arm64"); fi
+    done
 fi
 
 missing=()
