@@ -36,6 +36,11 @@
 #         KM_REV=worktree builds the work tree as it is into build/bench) or KM=path/to/keymesh
 #         DOC=docs/BENCHMARKS.md (results page; DOC= to skip) KEEP=1 (keep the work dir)
 #         QUIET_PCT=15 QUIET_TIMEOUT=10 (wait for other processes to calm down before measuring)
+#         STALL_SNAP=30 (s: a keymesh download still running after this long -- a normal one takes
+#         under 15 s -- gets live snapshots, at STALL_SNAP and STALL_SNAP+5 s, while curl is still
+#         connected: logs/fail-VARIANT-WHAT-tNNs/; 0 = off)
+#         PREV=/tmp/km-bench.XXXXXX/results (an earlier run kept with KEEP=1: the report compares the
+#         receiving end's memory under parallel load with it)
 #         VARIANTS="direct ssh-aes km-aes ssh-chacha km-chacha"
 # Output: the results section of $DOC (replaced between its markers), and in the work dir
 #         results/raw.tsv (metric, variant, value), contention.tsv, logs/.
@@ -45,7 +50,7 @@
 set -u -o pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd); ROOT=$(dirname "$HERE")
 BIG_MB=${BIG_MB:-2048}; RUNS=${RUNS:-5}; LAT_N=${LAT_N:-300}; SETUP_N=${SETUP_N:-20}; PAR=${PAR:-4}
-HF_RUNS=${HF_RUNS:-20}; CURL_MAX=${CURL_MAX:-60}; DOC=${DOC-$ROOT/docs/BENCHMARKS.md}
+HF_RUNS=${HF_RUNS:-20}; CURL_MAX=${CURL_MAX:-60}; STALL_SNAP=${STALL_SNAP:-30}; PREV=${PREV:-}; DOC=${DOC-$ROOT/docs/BENCHMARKS.md}
 VARIANTS=${VARIANTS:-direct ssh-aes km-aes ssh-chacha km-chacha}
 NA=kmbA; NB=kmbB; IPA=10.203.0.1; IPB=10.203.0.2; VETH_A=kmbvA; VETH_B=kmbvB
 HPORT=8000          # nginx in B: 0.0.0.0:8000 (the tunnels reach it as 127.0.0.1:8000 inside B)
@@ -196,6 +201,14 @@ diag(){
   fi
   log "  diagnostics in $d (the work dir is kept)"
 }
+# stall_snap VARIANT WHAT TICK : at STALL_SNAP and STALL_SNAP+5 s (TICK = 0.1 s samples) of a download
+# that is still running, the same snapshot as diag (curl's own socket is still there)
+stall_snap(){
+  [ "$STALL_SNAP" -gt 0 ] || return 0
+  if [ "$3" = $((STALL_SNAP * 10)) ] || [ "$3" = $(((STALL_SNAP + 5) * 10)) ]; then
+    log "  $1 $2: still running after $(($3 / 10)) s: live snapshot"; diag "$1" "$2-t$(($3 / 10))s"
+  fi
+}
 km_log_tail(){ tail -n 5 "$L/km-A-$1.log" "$L/km-B-$1.log" 2>/dev/null | sed 's/^/    /' >&2; }
 
 log "W=$W BIG_MB=$BIG_MB PAR=$PAR RUNS=$RUNS LAT_N=$LAT_N SETUP_N=$SETUP_N HF_RUNS=$HF_RUNS; $NCPU cores; $(uname -r)"
@@ -305,6 +318,7 @@ for rep in $(seq "$RUNS"); do
     if [ "$v" != direct ]; then
       for i in $(seq $((CURL_MAX * 10))); do
         kill -0 $cp 2>/dev/null || break
+        stall_snap "$v" "download-$rep" "$i"
         echo "$(memsum "${PA[$v]}" VmRSS) $(memsum "${PB[$v]}" VmRSS)" >> "$L/rss-samples"; sleep 0.1
       done
     fi
@@ -341,7 +355,8 @@ for v in $VARIANTS; do
   : > "$L/rss-samples"
   for i in $(seq $((CURL_MAX * 10))); do
     n=0; for p in "${cps[@]}"; do kill -0 "$p" 2>/dev/null && n=$((n+1)); done; [ $n = 0 ] && break
-    [ "$v" != direct ] && echo "$(memsum "${PA[$v]}" VmRSS) $(memsum "${PB[$v]}" VmRSS)" >> "$L/rss-samples"; sleep 0.1
+    [ "$v" != direct ] && { stall_snap "$v" parallel "$i"; echo "$(memsum "${PA[$v]}" VmRSS) $(memsum "${PB[$v]}" VmRSS)" >> "$L/rss-samples"; }
+    sleep 0.1
   done
   wait "${cps[@]}"; t1=$(date +%s%N)
   guard_end "tput.par.$v"
@@ -388,7 +403,7 @@ grep -hiE 'error|warn|abort|assert|sanitizer' "$L"/km-*.log 2>/dev/null | sort |
   echo "curl	$(curl --version | head -1 | cut -d' ' -f1-2); nginx $(nginx -v 2>&1 | sed 's/.*\///')"
   echo "maxforeign	$G_MAX"
 } > "$R/meta.tsv"
-python3 "$HERE/report.py" "$R" > "$R/report.md" || { echo "mesh.sh: report failed" >&2; exit 1; }
+python3 "$HERE/report.py" "$R" ${PREV:+--prev "$PREV"} > "$R/report.md" || { echo "mesh.sh: report failed" >&2; exit 1; }
 cat "$R/report.md"
 if [ -n "$DOC" ]; then
   python3 "$HERE/report.py" --into "$DOC" "$R/report.md" && log "results written to $DOC"

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """report.py -- markdown results of bench/mesh.sh.
 
-  report.py RESULTS_DIR            print the results section (from raw.tsv, meta.tsv, contention.tsv)
+  report.py RESULTS_DIR [--prev PREV_RESULTS_DIR]
+                                   print the results section (from raw.tsv, meta.tsv, contention.tsv);
+                                   with --prev, compare the receiving end's memory under parallel
+                                   load with that earlier run (its raw.tsv and meta.tsv)
   report.py --into DOC REPORT_MD   put REPORT_MD between the markers in DOC (created if missing);
                                    text outside the markers is kept
 """
@@ -22,15 +25,22 @@ if sys.argv[1] == "--into":
     sys.exit(0)
 
 R = sys.argv[1]
-raw = collections.defaultdict(list)
-fails = []
-for line in open(os.path.join(R, "raw.tsv")):
-    m, v, x = line.rstrip("\n").split("\t", 2)
-    if m == "fail":
-        fails.append((v, x))
-    else:
-        raw[(m, v)].append(float(x))
-meta = dict(l.rstrip("\n").split("\t", 1) for l in open(os.path.join(R, "meta.tsv")))
+PREV = sys.argv[3] if len(sys.argv) > 3 and sys.argv[2] == "--prev" and sys.argv[3] else None
+
+
+def load(d):
+    raw, fails = collections.defaultdict(list), []
+    for line in open(os.path.join(d, "raw.tsv")):
+        m, v, x = line.rstrip("\n").split("\t", 2)
+        if m == "fail":
+            fails.append((v, x))
+        else:
+            raw[(m, v)].append(float(x))
+    return raw, fails, dict(l.rstrip("\n").split("\t", 1) for l in open(os.path.join(d, "meta.tsv")))
+
+
+raw, fails, meta = load(R)
+praw, pmeta = (load(PREV)[0::2] if PREV else (None, None))
 cont = collections.defaultdict(int)
 for l in open(os.path.join(R, "contention.tsv")):
     m, p = l.split("\t"); cont[m] = max(cont[m], int(p))
@@ -213,6 +223,26 @@ for c, name in CIPH:
                                             met(None if k[0] is None else k[0] < 3.0)))
 P("")
 
+# --- the receiving end under parallel load, against an earlier run
+P("Receiving end under parallel load: keymesh A gets the data from B over SSH and writes it to the "
+  "%s curls, so it is where a channel window that is not respected shows up as memory. Highest VmRSS "
+  "sampled during the parallel downloads, and VmHWM at the end of the run (MiB)%s." % (
+      par, "; *previous*: the run of %s, %s" % (pmeta.get("keymesh", "?").split("; ", 1)[-1], pmeta.get("date", "?"))
+      if pmeta else ""))
+P("")
+P("| cipher | keymesh A parallel peak | previous | this/previous | keymesh A HWM | previous | this/previous | OpenSSH ssh parallel peak |")
+P("|---|---|---|---|---|---|---|---|")
+for c, name in CIPH:
+    def mib(r, m, v):
+        x = r.get((m, v)) if r is not None else None
+        return statistics.median(x) / 1024 if x else None
+    kp, pp = mib(raw, "rss.par.A", "km-" + c), mib(praw, "rss.par.A", "km-" + c)
+    kh, ph = mib(raw, "rss.hwm.A", "km-" + c), mib(praw, "rss.hwm.A", "km-" + c)
+    P("| %s | %s | %s | %s | %s | %s | %s | %s |" % (
+        name, fmt(kp, 1), fmt(pp, 1) if praw is not None else "-", ratio(kp, pp),
+        fmt(kh, 1), fmt(ph, 1) if praw is not None else "-", ratio(kh, ph), fmt(mib(raw, "rss.par.A", "ssh-" + c), 1)))
+P("")
+
 # --- summary of targets, problems, contention
 P("### Failures and caveats")
 P("")
@@ -221,6 +251,17 @@ if fails:
         P("- **%s**: %s" % (v, x))
 else:
     P("- No failures: every download was complete, every request answered, no tunnel process died.")
+runs = meta["env"].split("RUNS=")[1].split()[0] if "RUNS=" in meta["env"] else "?"
+done = []
+for v in ("km-aes", "km-chacha", "ssh-aes", "ssh-chacha", "direct"):
+    bad = sum(1 for fv, x in fails if fv == v and x.startswith("download "))
+    pbad = sum(int(x.split()[0]) for fv, x in fails if fv == v and "parallel downloads incomplete" in x)
+    tried = ("tput.par", v) in raw or pbad
+    if not tried and bad == 0 and ("tput", v) not in raw:
+        continue                                    # not in VARIANTS
+    done.append("%s %d/%d + %s/%s" % (v, len(raw.get(("tput", v), [])), len(raw.get(("tput", v), [])) + bad,
+                                      (int(par) - pbad) if tried and par.isdigit() else "-", par))
+P("- Complete downloads (single-stream of %s runs + parallel of %s): %s." % (runs, par, ", ".join(done)))
 busy = sorted(((m, p) for m, p in cont.items() if p >= 10), key=lambda t: -t[1])
 P("- Other processes on this shared machine used at most %s%% of its CPU during a measurement%s." % (
     meta.get("maxforeign", "?"),
