@@ -358,10 +358,10 @@ bool km__ssh_chan_wants_service(const struct km_ssh_chan *c)
     if (c->ch == NULL || c->detached || c->closed_sent) {
         return false;
     }
-    if (km_buf_len(&c->out) > 0 && ssh_channel_window_size(c->ch) > 0) {
-        return true;
-    }
-    return c->reading && !c->ended && ssh_channel_poll(c->ch, 0) > 0;
+    /* Only checks that read nothing from the socket: anything that can read (poll, read,
+     * write) may consume another channel's WINDOW_ADJUST. Data for a reading channel needs
+     * no check: libssh hands it to the data callback wherever it is read. */
+    return km_buf_len(&c->out) > 0 && ssh_channel_window_size(c->ch) > 0;
 }
 
 bool km__ssh_chan_closed_by_user(const struct km_ssh_chan *c)

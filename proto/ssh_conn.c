@@ -568,6 +568,11 @@ static void process(struct km_ssh_conn *c)
         }
     }
     c->in_pass = false;
+    /* The last libssh calls of the pass may have consumed a window grant or an open
+     * confirmation that no socket event will announce again: look once more, later. */
+    if (!c->closing && c->state == KM_SSH_READY && needs_another_round(c)) {
+        km__ssh_conn_kick(c);
+    }
     update_poll(c);
 }
 

@@ -118,7 +118,7 @@ bool km__ssh_chan_service(struct km_ssh_chan *ch);
 bool km__ssh_chan_detach(struct km_ssh_chan *ch, int err);
 void km__ssh_chan_free(struct km_ssh_chan *ch);
 bool km__ssh_chan_closed_by_user(const struct km_ssh_chan *ch);
-/* Queued bytes the peer's window now has room for, or buffered data a reader waits for. */
+/* Queued bytes the peer's window now has room for (a check that reads nothing). */
 bool km__ssh_chan_wants_service(const struct km_ssh_chan *ch);
 struct km_ssh_chan *km__ssh_chan_next(const struct km_ssh_chan *ch);
 void km__ssh_chan_set_next(struct km_ssh_chan *ch, struct km_ssh_chan *next);
