@@ -11,11 +11,12 @@ KM=${1:?usage: $0 PATH-TO-keymesh}
 if [ -z "${KM_IN_NETNS:-}" ] && [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
     _ns="km-it-$$"
     if ip netns add "$_ns" 2>/dev/null; then
+        # Deleted on every exit path of this outer shell, signals included.
+        trap 'ip netns del "$_ns" 2>/dev/null' EXIT
+        trap 'exit 143' TERM INT
         ip -n "$_ns" link set lo up
         KM_IN_NETNS=$_ns ip netns exec "$_ns" bash "$0" "$@"
-        _rc=$?
-        ip netns del "$_ns"
-        exit $_rc
+        exit $?
     fi
 fi
 KM_WRAP=${KM_WRAP:-}          # e.g. "valgrind --error-exitcode=99 ..." for the daemon
