@@ -138,6 +138,8 @@ for c in aes chacha; do
   ida=$("$KM" id --dir "$W/km-A-$c" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')
   idb=$("$KM" id --dir "$W/km-B-$c" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')
   cat > "$W/km-A-$c/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = $IPA:${KMPORT[$c]}
 ciphers = ${KMC[$c]}
@@ -150,6 +152,8 @@ node = $idb
 address = $IPB:${KMPORT[$c]}
 EOF
   cat > "$W/km-B-$c/keymesh.conf" <<EOF
+[dns]
+enabled = false
 [mesh]
 listen = $IPB:${KMPORT[$c]}
 expose = $HPORT
