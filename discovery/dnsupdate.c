@@ -10,6 +10,7 @@
 #include <netinet/in.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include <ldns/ldns.h>
 #include <sodium.h>
@@ -86,6 +87,21 @@ static int tsig_args(const struct km_dnsupdate_opts *o, struct tsig_args *t)
     if (t->alg[al - 1] != '.') {
         t->alg[al] = '.';
         t->alg[al + 1] = '\0';
+    }
+    /* Only the algorithms ldns signs with (RFC 8945 section 6). Checked here because
+     * ldns_pkt_tsig_sign leaks its half-built TSIG record when it fails on an unknown one. */
+    static const char *const algs[] = {"hmac-md5.sig-alg.reg.int.",
+                                       "hmac-sha1.",
+                                       "hmac-sha224.",
+                                       "hmac-sha256.",
+                                       "hmac-sha384.",
+                                       "hmac-sha512."};
+    bool known = false;
+    for (size_t i = 0; i < sizeof algs / sizeof algs[0]; i++) {
+        known = known || strcasecmp(t->alg, algs[i]) == 0;
+    }
+    if (!known) {
+        return KM_ERR_INVALID;
     }
     /* The secret must be base64 (ldns would otherwise sign with garbage). */
     uint8_t bin[128];
