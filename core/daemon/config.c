@@ -57,6 +57,14 @@ enum single {
     S_DNS_ENABLED,
     S_DNS_TTL,
     S_DNS_RATE_LIMIT,
+    S_PUB_ENABLED,
+    S_PUB_SERVER,
+    S_PUB_ZONE,
+    S_PUB_TSIG_NAME,
+    S_PUB_TSIG_ALG,
+    S_PUB_TSIG_SECRET_FILE,
+    S_PUB_TTL,
+    S_PUB_TCP,
     S_N
 };
 
@@ -711,6 +719,50 @@ static int set_single(struct parse *p, enum single s, const char *section, const
         return set_bool(&c->socks5_enabled, section, key, value, err, errsz);
     case S_HTTP_ENABLED:
         return set_bool(&c->http_enabled, section, key, value, err, errsz);
+    case S_PUB_ENABLED:
+        return set_bool(&c->publish_enabled, section, key, value, err, errsz);
+    case S_PUB_TCP:
+        return set_bool(&c->publish_tcp, section, key, value, err, errsz);
+    case S_PUB_SERVER: {
+        struct km_conf_addr a;
+        if (km_conf_listen_addr(value, NULL, &a) != 0) {
+            return bad_value(err, errsz, section, key, value,
+                             "a server address (expected IPV4:PORT or [IPV6]:PORT)");
+        }
+        c->publish_server = a;
+        return 0;
+    }
+    case S_PUB_ZONE:
+        if (km_suffix_check(value) != 0 || strlen(value) >= sizeof c->publish_zone) {
+            return bad_value(err, errsz, section, key, value,
+                             "a DNS zone (labels of a-z, 0-9 and '-', no trailing dot)");
+        }
+        memcpy(c->publish_zone, value, strlen(value) + 1);
+        lower(c->publish_zone);
+        return 0;
+    case S_PUB_TSIG_NAME:
+        return set_string(c->publish_tsig_name, sizeof c->publish_tsig_name, section, key, value,
+                          err, errsz);
+    case S_PUB_TSIG_ALG:
+        if (strcmp(value, "hmac-sha256") != 0 && strcmp(value, "hmac-sha384") != 0 &&
+            strcmp(value, "hmac-sha512") != 0 && strcmp(value, "hmac-sha1") != 0) {
+            return bad_value(err, errsz, section, key, value,
+                             "a TSIG algorithm (hmac-sha256, hmac-sha384, hmac-sha512, hmac-sha1)");
+        }
+        memcpy(c->publish_tsig_algorithm, value, strlen(value) + 1);
+        return 0;
+    case S_PUB_TSIG_SECRET_FILE:
+        return set_string(c->publish_tsig_secret_file, sizeof c->publish_tsig_secret_file, section,
+                          key, value, err, errsz);
+    case S_PUB_TTL: {
+        uint64_t ms;
+        if (km_conf_duration_ms(value, &ms) != 0 || ms < 1000 || ms > 86400000) {
+            return bad_value(err, errsz, section, key, value,
+                             "a duration from 1s to 1d (like 60s or 5m)");
+        }
+        c->publish_ttl_s = (uint32_t)(ms / 1000);
+        return 0;
+    }
     case S_DNS_ENABLED:
         return set_bool(&c->dns_enabled, section, key, value, err, errsz);
     case S_DNS_TTL: {
@@ -773,10 +825,18 @@ static const struct {
     {"dns", "enabled", S_DNS_ENABLED},
     {"dns", "ttl", S_DNS_TTL},
     {"dns", "rate_limit", S_DNS_RATE_LIMIT},
+    {"publish", "enabled", S_PUB_ENABLED},
+    {"publish", "server", S_PUB_SERVER},
+    {"publish", "zone", S_PUB_ZONE},
+    {"publish", "tsig_name", S_PUB_TSIG_NAME},
+    {"publish", "tsig_algorithm", S_PUB_TSIG_ALG},
+    {"publish", "tsig_secret_file", S_PUB_TSIG_SECRET_FILE},
+    {"publish", "ttl", S_PUB_TTL},
+    {"publish", "tcp", S_PUB_TCP},
 };
 
-static const char *const sections[] = {"node",   "log",  "control", "mesh",   "egress",
-                                       "socks5", "http", "dns",     "aliases"};
+static const char *const sections[] = {"node",   "log",  "control", "mesh",    "egress",
+                                       "socks5", "http", "dns",     "publish", "aliases"};
 
 static bool is_peer_section(const char *section)
 {
@@ -803,7 +863,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http, dns or aliases)",
+        "http, dns, publish or aliases)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -969,6 +1029,13 @@ static int finish(struct parse *p, int r, const char *filename, char *err, size_
     if (r != 0) {
         return r;
     }
+    if (r == 0 && p->c->publish_enabled &&
+        (p->c->publish_server.port == 0 || p->c->publish_tsig_name[0] == '\0' ||
+         p->c->publish_tsig_secret_file[0] == '\0')) {
+        msg(err, errsz, "%s:%d: [publish] enabled needs server, tsig_name and tsig_secret_file",
+            filename, p->single_line[S_PUB_ENABLED]);
+        return KM_ERR_CONFIG;
+    }
     if ((r = check_listeners(p, filename, err, errsz)) != 0 ||
         (r = check_egress(p, filename, err, errsz)) != 0 ||
         (r = check_socks5_auth(p, filename, err, errsz)) != 0) {
@@ -1007,6 +1074,9 @@ void km_config_defaults(struct km_config *c)
     c->n_dns_listen = 1;
     c->dns_ttl_s = 60;
     c->dns_rate_limit = 0;
+    c->publish_enabled = false;
+    memcpy(c->publish_tsig_algorithm, "hmac-sha256", sizeof "hmac-sha256");
+    c->publish_ttl_s = 60;
 }
 
 static void parse_init(struct parse *p, struct km_config *c)

@@ -99,6 +99,15 @@ struct km_config {
     size_t n_dns_listen;
     uint32_t dns_ttl_s;      /* `ttl`, default 60 s */
     unsigned dns_rate_limit; /* `rate_limit`, answers per second per source; 0 = none */
+    /* [publish]: RFC 2136 UPDATE of this node's records (docs/DNS-UPDATE.md) */
+    bool publish_enabled;
+    struct km_conf_addr publish_server;
+    char publish_zone[KM_SUFFIX_MAX + 1]; /* "" = the suffix */
+    char publish_tsig_name[254];
+    char publish_tsig_algorithm[32];
+    char publish_tsig_secret_file[KM_CONFIG_PATH_MAX]; /* relative: under the state dir */
+    uint32_t publish_ttl_s;
+    bool publish_tcp;
     /* [aliases] */
     struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
     size_t n_aliases;

@@ -321,7 +321,8 @@ static int start(struct km_daemon *d)
         (r = km_discover_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), d->router,
                              &d->disc)) != 0 ||
         (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0 ||
-        (r = km_discover_start_dns(d->disc)) != 0) {
+        (r = km_discover_start_dns(d->disc)) != 0 ||
+        (r = km_discover_start_publish(d->disc, d->opts->dir)) != 0) {
         return r;
     }
     if ((r = km_loop_watch_signals(d->loop, on_stop, on_reload, d)) != 0) {

@@ -8,8 +8,12 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "core/log.h"
+#include "core/fsutil.h"
 #include "discovery/dns.h"
+#include "discovery/dnsupdate.h"
 #include "discovery/peers.h"
 #include "identity/derive.h"
 
@@ -30,6 +34,9 @@ struct km_discover {
     struct km_router *router;
     struct km_peers *peers;
     struct km_dns_server *dns[KM_CONFIG_MAX_LISTEN];
+    struct km_dnsupdate *pub;
+    uv_timer_t pub_timer; /* bounds the removal UPDATE at shutdown */
+    bool pub_timer_init;
     struct local_net nets[MAX_LOCAL_NETS];
     size_t n_nets;
     uint64_t nets_at_ms;
@@ -313,6 +320,86 @@ int km_discover_start_dns(struct km_discover *d)
     return 0;
 }
 
+static void on_published(void *arg, enum km_dnsupdate_result r)
+{
+    struct km_discover *d = arg;
+    (void)d;
+    if (r == KM_DNSUPDATE_OK) {
+        KM_DEBUG("publish: records updated");
+    } else {
+        KM_WARN("publish: update failed: %s", km_dnsupdate_result_name(r));
+    }
+}
+
+/* Read a TSIG secret file: base64 text on one line, mode 0600 like a key. */
+static int read_secret(const char *path, char *out, size_t outsz)
+{
+    struct km_buf b;
+    km_buf_init(&b, 4096);
+    mode_t mode;
+    int r = km_fs_read_file(path, &b, &mode);
+    if (r == 0 && (mode & 077) != 0) {
+        r = KM_ERR_KEY_PERMS;
+    }
+    if (r == 0) {
+        size_t n = km_buf_len(&b);
+        const char *t = (const char *)km_buf_peek_ptr(&b);
+        while (n > 0 && (t[n - 1] == '\n' || t[n - 1] == '\r' || t[n - 1] == ' ')) {
+            n--;
+        }
+        if (n == 0 || n >= outsz || memchr(t, '\n', n) != NULL) {
+            r = KM_ERR_INVALID;
+        } else {
+            memcpy(out, t, n);
+            out[n] = '\0';
+        }
+    }
+    km_buf_reset(&b); /* wipes the secret */
+    return r;
+}
+
+int km_discover_start_publish(struct km_discover *d, const char *state_dir)
+{
+    const struct km_config *c = d->cfg;
+    if (!c->publish_enabled) {
+        return 0;
+    }
+    struct km_dnsupdate_opts o;
+    km_dnsupdate_opts_default(&o);
+    snprintf(o.zone, sizeof o.zone, "%s", c->publish_zone[0] != '\0' ? c->publish_zone : c->suffix);
+    o.prefix = c->prefix;
+    snprintf(o.tsig_name, sizeof o.tsig_name, "%s", c->publish_tsig_name);
+    snprintf(o.tsig_algorithm, sizeof o.tsig_algorithm, "%s", c->publish_tsig_algorithm);
+    o.ttl = c->publish_ttl_s;
+    o.tcp = c->publish_tcp;
+    int r = conf_sockaddr(&c->publish_server, &o.server);
+    char path[KM_CONFIG_PATH_MAX];
+    if (r == 0) {
+        const char *f = c->publish_tsig_secret_file;
+        r = f[0] == '/'
+                ? (snprintf(path, sizeof path, "%s", f) < (int)sizeof path ? 0 : KM_ERR_TOO_LARGE)
+                : km_fs_join(path, sizeof path, state_dir, f);
+    }
+    if (r == 0 && (r = read_secret(path, o.tsig_secret, sizeof o.tsig_secret)) != 0) {
+        KM_ERROR_R(r, "publish: cannot use the TSIG secret file %s", path);
+    }
+    if (r == 0 && (r = km_dnsupdate_new(d->loop, &o, &d->self, on_published, d, &d->pub)) != 0) {
+        KM_ERROR_R(r, "publish: cannot set up the DNS UPDATE publisher");
+    }
+    sodium_memzero(o.tsig_secret, sizeof o.tsig_secret);
+    if (r != 0) {
+        return r;
+    }
+    struct km_path paths[KM_MESH_MAX_ADDRS * 2];
+    size_t n = self_paths(d, paths, sizeof paths / sizeof paths[0]);
+    if ((r = km_dnsupdate_set_paths(d->pub, paths, n)) != 0) {
+        return r;
+    }
+    KM_INFO("publish: this node's records go to zone %s on %s:%u", o.zone, c->publish_server.host,
+            c->publish_server.port);
+    return 0;
+}
+
 void km_discover_set_config(struct km_discover *d, const struct km_config *cfg)
 {
     d->cfg = cfg;
@@ -363,10 +450,56 @@ void km_discover_stats(const struct km_discover *d, struct km_discover_stats *ou
     out->known_keys = ps.n_keys;
     out->announce_accepted = ps.accepted;
     out->announce_rejected = ps.replayed + ps.forged + ps.expired + ps.invalid;
+    if (d->pub != NULL) {
+        struct km_dnsupdate_stats us;
+        km_dnsupdate_stats(d->pub, &us);
+        out->publish_ok = us.ok;
+        out->publish_failed = us.failed;
+        out->publish_last = km_dnsupdate_result_name(us.last);
+    }
+}
+
+static void on_pub_timer_closed(uv_handle_t *h)
+{
+    (void)h;
+}
+
+static void pub_finish(struct km_discover *d)
+{
+    km_dnsupdate_close(d->pub);
+    d->pub = NULL;
+    if (d->pub_timer_init && !uv_is_closing((uv_handle_t *)&d->pub_timer)) {
+        uv_close((uv_handle_t *)&d->pub_timer, on_pub_timer_closed);
+    }
+}
+
+static void on_removed(void *arg, enum km_dnsupdate_result r)
+{
+    struct km_discover *d = arg;
+    KM_INFO("publish: records removed (%s)", km_dnsupdate_result_name(r));
+    pub_finish(d);
+}
+
+static void on_pub_timeout(uv_timer_t *t)
+{
+    struct km_discover *d = t->data;
+    KM_WARN("publish: no answer to the removal within 3 s; leaving the records to expire");
+    pub_finish(d);
 }
 
 void km_discover_stop(struct km_discover *d)
 {
+    if (d->pub != NULL && !d->pub_timer_init) {
+        /* Remove the records on a clean shutdown, bounded by a timer. */
+        if (uv_timer_init(d->loop, &d->pub_timer) == 0) {
+            d->pub_timer_init = true;
+            d->pub_timer.data = d;
+            (void)uv_timer_start(&d->pub_timer, on_pub_timeout, 3000, 0);
+            km_dnsupdate_remove(d->pub, on_removed, d);
+        } else {
+            pub_finish(d);
+        }
+    }
     for (size_t i = 0; i < KM_CONFIG_MAX_LISTEN; i++) {
         km_dns_server_close(d->dns[i]);
         d->dns[i] = NULL;
@@ -379,6 +512,7 @@ void km_discover_free(struct km_discover *d)
         return;
     }
     km_discover_stop(d);
+    km_dnsupdate_close(d->pub); /* when the loop was never run to let the removal finish */
     km_peers_free(d->peers);
     free(d);
 }

@@ -22,6 +22,10 @@ KM_MUST_CHECK int km_discover_new(uv_loop_t *loop, const struct km_config *cfg,
 /* Start the DNS servers of [dns] (none when disabled). Returns 0 or the first error. */
 KM_MUST_CHECK int km_discover_start_dns(struct km_discover *d);
 
+/* Start publishing this node's records by DNS UPDATE when [publish] is enabled (the TSIG
+ * secret file, relative to state_dir, must be mode 0600). Returns 0 or the first error. */
+KM_MUST_CHECK int km_discover_start_publish(struct km_discover *d, const char *state_dir);
+
 /* A reloaded configuration: re-seed the configured peer addresses. */
 void km_discover_set_config(struct km_discover *d, const struct km_config *cfg);
 
@@ -39,10 +43,14 @@ struct km_discover_stats {
     size_t known_keys;
     uint64_t announce_accepted;
     uint64_t announce_rejected;
+    uint64_t publish_ok; /* DNS UPDATE transactions that succeeded */
+    uint64_t publish_failed;
+    const char *publish_last; /* result of the last one, or NULL when not publishing */
 };
 void km_discover_stats(const struct km_discover *d, struct km_discover_stats *out);
 
-/* Close the DNS servers (shutdown); the table stays until km_discover_free. */
+/* Close the DNS servers and send the removal UPDATE (bounded to 3 s; the loop must run for it
+ * to finish); the table stays until km_discover_free. */
 void km_discover_stop(struct km_discover *d);
 
 /* Stop and free. Accepts NULL. */
