@@ -37,8 +37,8 @@
 #define T_ANY 255
 #define C_IN 1
 #define C_ANY 255
-#define C_FLUSH 0x8000u /* cache-flush bit in responses, QU bit in questions (RFC 6762 10.2, 5.4) \
-                         */
+/* The top bit of the class: cache-flush in responses, QU in questions (RFC 6762 10.2, 5.4). */
+#define C_FLUSH 0x8000u
 
 /* Our record sets. */
 #define B_ENUM 0x01u /* _services._dns-sd._udp.local PTR _keymesh._tcp.local */

@@ -12,6 +12,7 @@
 
 #include <cmocka.h>
 #include <sodium.h>
+#include <uv.h>
 
 #include "discovery/announce.h"
 #include "discovery/mdns.h"
@@ -374,13 +375,45 @@ static void test_query(void **state)
     km_buf_reset(&r);
 }
 
+static void on_found(void *arg, const struct km_mdns_found *f)
+{
+    (void)arg;
+    (void)f;
+}
+
+/* Bad options fail synchronously and leave no handle behind on the loop. */
+static void test_new_errors(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct km_mdns_opts o;
+    memset(&o, 0, sizeof o);
+    o.key = key1;
+    struct km_mdns *m = (struct km_mdns *)&o;
+    assert_int_equal(km_mdns_new(&loop, &o, on_found, NULL, &m), KM_ERR_INVALID); /* port 0 */
+    assert_null(m);
+    o.port = 15022;
+    const char *const bad_if[] = {"km-no-such-if0"};
+    o.ifaces = bad_if;
+    o.n_ifaces = 1;
+    assert_int_equal(km_mdns_new(&loop, &o, on_found, NULL, &m), KM_ERR_INVALID);
+    o.n_ifaces = 0;
+    o.announcement = "b=AAAA";
+    assert_int_equal(km_mdns_new(&loop, &o, on_found, NULL, &m), KM_ERR_INVALID);
+    assert_null(m);
+    km_mdns_close(NULL);
+    assert_int_equal(uv_run(&loop, UV_RUN_DEFAULT), 0);
+    assert_int_equal(uv_loop_close(&loop), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_roundtrip),   cmocka_unit_test(test_announcement_split),
         cmocka_unit_test(test_answers),     cmocka_unit_test(test_hostile),
         cmocka_unit_test(test_truncations), cmocka_unit_test(test_wrong_key_and_size),
-        cmocka_unit_test(test_query),
+        cmocka_unit_test(test_query),       cmocka_unit_test(test_new_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
