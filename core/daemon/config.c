@@ -57,6 +57,9 @@ enum single {
     S_DNS_ENABLED,
     S_DNS_TTL,
     S_DNS_RATE_LIMIT,
+    S_ALLOW_UNKNOWN,
+    S_MDNS_ENABLED,
+    S_MDNS_IFACES,
     S_PUB_ENABLED,
     S_PUB_SERVER,
     S_PUB_ZONE,
@@ -719,6 +722,33 @@ static int set_single(struct parse *p, enum single s, const char *section, const
         return set_bool(&c->socks5_enabled, section, key, value, err, errsz);
     case S_HTTP_ENABLED:
         return set_bool(&c->http_enabled, section, key, value, err, errsz);
+    case S_ALLOW_UNKNOWN:
+        return set_bool(&c->allow_unknown, section, key, value, err, errsz);
+    case S_MDNS_ENABLED:
+        return set_bool(&c->mdns_enabled, section, key, value, err, errsz);
+    case S_MDNS_IFACES: {
+        /* Names separated by commas or blanks (IFNAMSIZ is 16 with the NUL). */
+        c->n_mdns_ifaces = 0;
+        const char *q = value;
+        while (*q != '\0') {
+            while (*q == ',' || *q == ' ' || *q == '\t') {
+                q++;
+            }
+            size_t n = strcspn(q, ", \t");
+            if (n == 0) {
+                break;
+            }
+            if (n >= sizeof c->mdns_ifaces[0] || c->n_mdns_ifaces >= 8) {
+                return bad_value(err, errsz, section, key, value,
+                                 "up to 8 interface names of at most 15 characters");
+            }
+            memcpy(c->mdns_ifaces[c->n_mdns_ifaces], q, n);
+            c->mdns_ifaces[c->n_mdns_ifaces][n] = '\0';
+            c->n_mdns_ifaces++;
+            q += n;
+        }
+        return 0;
+    }
     case S_PUB_ENABLED:
         return set_bool(&c->publish_enabled, section, key, value, err, errsz);
     case S_PUB_TCP:
@@ -825,6 +855,9 @@ static const struct {
     {"dns", "enabled", S_DNS_ENABLED},
     {"dns", "ttl", S_DNS_TTL},
     {"dns", "rate_limit", S_DNS_RATE_LIMIT},
+    {"mesh", "allow_unknown", S_ALLOW_UNKNOWN},
+    {"mdns", "enabled", S_MDNS_ENABLED},
+    {"mdns", "interfaces", S_MDNS_IFACES},
     {"publish", "enabled", S_PUB_ENABLED},
     {"publish", "server", S_PUB_SERVER},
     {"publish", "zone", S_PUB_ZONE},
@@ -835,8 +868,8 @@ static const struct {
     {"publish", "tcp", S_PUB_TCP},
 };
 
-static const char *const sections[] = {"node",   "log",  "control", "mesh",    "egress",
-                                       "socks5", "http", "dns",     "publish", "aliases"};
+static const char *const sections[] = {"node", "log", "control", "mesh",    "egress", "socks5",
+                                       "http", "dns", "mdns",    "publish", "aliases"};
 
 static bool is_peer_section(const char *section)
 {
@@ -863,7 +896,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http, dns, publish or aliases)",
+        "http, dns, mdns, publish or aliases)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -1074,6 +1107,7 @@ void km_config_defaults(struct km_config *c)
     c->n_dns_listen = 1;
     c->dns_ttl_s = 60;
     c->dns_rate_limit = 0;
+    c->mdns_enabled = true;
     c->publish_enabled = false;
     memcpy(c->publish_tsig_algorithm, "hmac-sha256", sizeof "hmac-sha256");
     c->publish_ttl_s = 60;

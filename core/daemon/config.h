@@ -74,6 +74,8 @@ struct km_config {
     uint64_t max_sessions;       /* default 256 */
     uint64_t max_channels;       /* default 2048 per session */
     enum km_cipher_pref ciphers; /* `ciphers = auto|aes|chacha20` */
+    bool allow_unknown;          /* `allow_unknown`: keys with no [peer] may log in and open
+                                    [mesh] expose ports (zero-config LANs); default false */
     /* [peer NAME] */
     struct km_config_peer peers[KM_CONFIG_MAX_PEERS];
     size_t n_peers;
@@ -99,6 +101,10 @@ struct km_config {
     size_t n_dns_listen;
     uint32_t dns_ttl_s;      /* `ttl`, default 60 s */
     unsigned dns_rate_limit; /* `rate_limit`, answers per second per source; 0 = none */
+    /* [mdns] */
+    bool mdns_enabled;
+    char mdns_ifaces[8][16]; /* `interfaces =`: names; none = every multicast interface */
+    size_t n_mdns_ifaces;
     /* [publish]: RFC 2136 UPDATE of this node's records (docs/DNS-UPDATE.md) */
     bool publish_enabled;
     struct km_conf_addr publish_server;

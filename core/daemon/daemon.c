@@ -322,7 +322,8 @@ static int start(struct km_daemon *d)
                              &d->disc)) != 0 ||
         (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0 ||
         (r = km_discover_start_dns(d->disc)) != 0 ||
-        (r = km_discover_start_publish(d->disc, d->opts->dir)) != 0) {
+        (r = km_discover_start_publish(d->disc, d->opts->dir)) != 0 ||
+        (r = km_discover_start_mdns(d->disc, d->key)) != 0) {
         return r;
     }
     if ((r = km_loop_watch_signals(d->loop, on_stop, on_reload, d)) != 0) {

@@ -7,13 +7,17 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
+#include "core/addr.h"
 #include "core/log.h"
 #include "core/fsutil.h"
 #include "discovery/dns.h"
+#include "discovery/announce.h"
 #include "discovery/dnsupdate.h"
+#include "discovery/mdns.h"
 #include "discovery/peers.h"
 #include "identity/derive.h"
 
@@ -35,6 +39,7 @@ struct km_discover {
     struct km_peers *peers;
     struct km_dns_server *dns[KM_CONFIG_MAX_LISTEN];
     struct km_dnsupdate *pub;
+    struct km_mdns *mdns;
     uv_timer_t pub_timer; /* bounds the removal UPDATE at shutdown */
     bool pub_timer_init;
     struct local_net nets[MAX_LOCAL_NETS];
@@ -358,6 +363,86 @@ static int read_secret(const char *path, char *out, size_t outsz)
     return r;
 }
 
+/* ---- mDNS ---- */
+
+static void on_mdns_found(void *arg, const struct km_mdns_found *f)
+{
+    struct km_discover *d = arg;
+    uint64_t now = uv_now(d->loop);
+    if (f->ttl > 0 && km_peers_learn(d->peers, &f->key, &f->path, f->path.expires_ms, now) == 0) {
+        char a[KM_ADDR_STRLEN];
+        char id[KM_NODE_ID_LEN + 1];
+        km_node_id(&f->key, id);
+        KM_DEBUG("mdns: %.12s... at %s (%s)", id,
+                 km_addr_str((const struct sockaddr *)&f->path.addr, a, sizeof a),
+                 km_path_kind_name(f->path.kind));
+    }
+    if (f->announcement != NULL) {
+        struct km_announce an;
+        int r = km_announce_parse(f->announcement, f->announcement_len, (uint64_t)time(NULL), &an);
+        if (r != 0) {
+            km_peers_note_parse_error(d->peers, r);
+        } else if (km_pubkey_equal(&an.key, &f->key)) {
+            int ar = km_peers_accept(d->peers, &an, KM_PATH_SRC_MDNS, (uint64_t)time(NULL), now);
+            if (ar != 0 && ar != KM_ERR_REFUSED) { /* REFUSED: a replay, counted by the table */
+                KM_DEBUG_R(ar, "mdns: announcement not taken");
+            }
+        }
+    }
+}
+
+/* This node's signed path list, as "a=<base64>", into out. */
+static int own_announcement(struct km_discover *d, const struct km_key *key, char *out,
+                            size_t outsz)
+{
+    struct km_path paths[KM_ANNOUNCE_PATHS_MAX];
+    size_t n = self_paths(d, paths, KM_ANNOUNCE_PATHS_MAX);
+    struct km_buf b;
+    km_buf_init(&b, KM_ANNOUNCE_MAX);
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    /* Milliseconds since the epoch: newer after every restart, without state on disk. */
+    uint64_t seq = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    int r = km_announce_build(key, seq, (uint64_t)ts.tv_sec + 3600, paths, n, &b);
+    if (r == 0) {
+        r = km_announce_to_text(km_buf_peek_ptr(&b), km_buf_len(&b), out, outsz);
+    }
+    km_buf_reset(&b);
+    return r;
+}
+
+int km_discover_start_mdns(struct km_discover *d, const struct km_key *key)
+{
+    const struct km_config *c = d->cfg;
+    if (!c->mdns_enabled || c->n_mesh_listen == 0) {
+        return 0;
+    }
+    const char *ifs[8];
+    for (size_t i = 0; i < c->n_mdns_ifaces; i++) {
+        ifs[i] = c->mdns_ifaces[i];
+    }
+    char text[KM_ANNOUNCE_TEXT_MAX];
+    struct km_mdns_opts o = {
+        .key = d->self,
+        .port = c->mesh_listen[0].port,
+        .ifaces = ifs,
+        .n_ifaces = c->n_mdns_ifaces,
+        .announcement = own_announcement(d, key, text, sizeof text) == 0 ? text : NULL,
+    };
+    int r = km_mdns_new(d->loop, &o, on_mdns_found, d, &d->mdns);
+    if (r != 0) {
+        /* LAN discovery is a convenience: without it the node still works from its
+         * configuration, so this is reported, not fatal. */
+        KM_WARN_R(r, "mdns: LAN discovery is off");
+        d->mdns = NULL;
+        return 0;
+    }
+    struct km_mdns_stats st;
+    km_mdns_get_stats(d->mdns, &st);
+    KM_INFO("mdns: announcing _keymesh._tcp on %zu socket(s)", st.n_sockets);
+    return 0;
+}
+
 int km_discover_start_publish(struct km_discover *d, const char *state_dir)
 {
     const struct km_config *c = d->cfg;
@@ -450,6 +535,12 @@ void km_discover_stats(const struct km_discover *d, struct km_discover_stats *ou
     out->known_keys = ps.n_keys;
     out->announce_accepted = ps.accepted;
     out->announce_rejected = ps.replayed + ps.forged + ps.expired + ps.invalid;
+    if (d->mdns != NULL) {
+        struct km_mdns_stats ms;
+        km_mdns_get_stats(d->mdns, &ms);
+        out->mdns_found = ms.found;
+        out->mdns_sockets = ms.n_sockets;
+    }
     if (d->pub != NULL) {
         struct km_dnsupdate_stats us;
         km_dnsupdate_stats(d->pub, &us);
@@ -489,6 +580,8 @@ static void on_pub_timeout(uv_timer_t *t)
 
 void km_discover_stop(struct km_discover *d)
 {
+    km_mdns_close(d->mdns); /* sends the goodbye */
+    d->mdns = NULL;
     if (d->pub != NULL && !d->pub_timer_init) {
         /* Remove the records on a clean shutdown, bounded by a timer. */
         if (uv_timer_init(d->loop, &d->pub_timer) == 0) {

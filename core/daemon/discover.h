@@ -10,6 +10,7 @@
 #include "core/daemon/config.h"
 #include "core/daemon/router.h"
 #include "discovery/path.h"
+#include "identity/key.h"
 #include "proto/mesh.h"
 
 struct km_discover;
@@ -25,6 +26,11 @@ KM_MUST_CHECK int km_discover_start_dns(struct km_discover *d);
 /* Start publishing this node's records by DNS UPDATE when [publish] is enabled (the TSIG
  * secret file, relative to state_dir, must be mode 0600). Returns 0 or the first error. */
 KM_MUST_CHECK int km_discover_start_publish(struct km_discover *d, const char *state_dir);
+
+/* Announce this node and browse for others on the LAN by mDNS when [mdns] is enabled; key
+ * signs the path list carried in the TXT record. A failure is logged and LAN discovery stays
+ * off (returns 0); found peers feed the table. */
+KM_MUST_CHECK int km_discover_start_mdns(struct km_discover *d, const struct km_key *key);
 
 /* A reloaded configuration: re-seed the configured peer addresses. */
 void km_discover_set_config(struct km_discover *d, const struct km_config *cfg);
@@ -43,6 +49,8 @@ struct km_discover_stats {
     size_t known_keys;
     uint64_t announce_accepted;
     uint64_t announce_rejected;
+    uint64_t mdns_found; /* paths learned by mDNS */
+    size_t mdns_sockets; /* 0 when LAN discovery is off */
     uint64_t publish_ok; /* DNS UPDATE transactions that succeeded */
     uint64_t publish_failed;
     const char *publish_last; /* result of the last one, or NULL when not publishing */

@@ -454,10 +454,13 @@ static int hook_authorize(void *arg, const struct km_pubkey *key, const char *us
 {
     struct km_router *r = arg;
     const struct km_config_peer *p = find_peer(r->cfg, key);
-    if (p == NULL || !p->allow || strcmp(user, "keymesh") != 0) {
+    if (strcmp(user, "keymesh") != 0) {
         return KM_ERR_REFUSED;
     }
-    return 0;
+    if (p == NULL) {
+        return r->cfg->allow_unknown ? 0 : KM_ERR_REFUSED;
+    }
+    return p->allow ? 0 : KM_ERR_REFUSED;
 }
 
 static int hook_allow_direct(void *arg, const struct km_pubkey *peer, const char *host,
@@ -466,16 +469,16 @@ static int hook_allow_direct(void *arg, const struct km_pubkey *peer, const char
     struct km_router *r = arg;
     const struct km_config *c = r->cfg;
     const struct km_config_peer *p = find_peer(c, peer);
-    if (p == NULL || !p->allow) {
+    if ((p == NULL && !c->allow_unknown) || (p != NULL && !p->allow)) {
         return KM_ERR_REFUSED;
     }
     if (is_local_target(r, host)) {
         return port_listed(c->mesh_expose, c->n_mesh_expose, port) ||
-                       port_listed(p->expose, p->n_expose, port)
+                       (p != NULL && port_listed(p->expose, p->n_expose, port))
                    ? 0
                    : KM_ERR_REFUSED;
     }
-    return p->exit ? 0 : KM_ERR_REFUSED;
+    return p != NULL && p->exit ? 0 : KM_ERR_REFUSED;
 }
 
 static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,

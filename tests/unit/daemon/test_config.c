@@ -28,8 +28,9 @@ static const uint8_t PK2[32] = {0x3d, 0x40, 0x17, 0xc3, 0xe8, 0x43, 0x89, 0x5a, 
                                 0x96, 0x8c, 0xc0, 0xcd, 0x55, 0xf1, 0x2a, 0xf4, 0x66, 0x0c};
 
 #define LISTEN_EXPECT "(expected HOST:PORT with an IP literal, [IPV6]:PORT or PORT, port 1-65535)"
-#define SECTIONS \
-    "(expected node, log, control, mesh, peer NAME, egress, socks5, http, dns, publish or aliases)"
+#define SECTIONS                                                                                  \
+    "(expected node, log, control, mesh, peer NAME, egress, socks5, http, dns, mdns, publish or " \
+    "aliases)"
 #define PORTS_EXPECT "a port list (expected ports 1-65535 separated by commas or spaces)"
 #define DURATION_EXPECT                                                                   \
     "a duration (expected a number with unit ms, s, m, h or d, such as 30s; at most 366 " \

@@ -1,0 +1,78 @@
+#!/usr/bin/env bash
+# Zero-config LAN discovery with the real daemon: two nodes in two network namespaces on one
+# veth link, no [peer] configured, find each other by mDNS; then curl --socks5-hostname from A
+# reaches an HTTP server on B by B's FQDN (the dialer uses the mDNS path and checks B's host key
+# against the name); `keymesh resolve` shows the learned path; avahi-browse (when a private avahi
+# can run) is covered by mdns.sh. Everything is created here and deleted on every exit.
+source "$(dirname "$0")/lib.sh"
+[ "$(id -u)" = 0 ] || { echo "lan: needs root for network namespaces"; exit 1; }
+NA=km-lan-$$-a NB=km-lan-$$-b IA=kmln$$a IB=kmln$$b
+cleanup_ns() {
+    local p
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$NA" 2>/dev/null
+    ip netns del "$NB" 2>/dev/null
+    cleanup
+}
+trap cleanup_ns EXIT
+ip netns add "$NA" && ip netns add "$NB" || exit 1
+ip link add "$IA" type veth peer name "$IB" || exit 1
+ip link set "$IA" netns "$NA" && ip link set "$IB" netns "$NB" || exit 1
+for x in "$NA $IA 192.0.2.1" "$NB $IB 192.0.2.2"; do
+    set -- $x
+    ip netns exec "$1" sysctl -qw "net.ipv6.conf.$2.accept_dad=0"
+    ip -n "$1" link set lo up
+    ip -n "$1" addr add "$3/24" dev "$2"
+    ip -n "$1" link set "$2" up
+done
+A=$T/a B=$T/b
+for d in "$A" "$B"; do "$KM" init --dir "$d" >/dev/null || exit 1; done
+IDB=$("$KM" id --dir "$B" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')
+cat >"$A/keymesh.conf" <<EOF
+[mesh]
+listen = 192.0.2.1:15022
+[socks5]
+listen = 127.0.0.1:1080
+[http]
+enabled = false
+[dns]
+enabled = false
+EOF
+cat >"$B/keymesh.conf" <<EOF
+[mesh]
+listen = 192.0.2.2:15022
+expose = 8000
+allow_unknown = true
+[socks5]
+enabled = false
+[http]
+enabled = false
+[dns]
+enabled = false
+EOF
+mkdir -p "$T/www" && echo hello-lan > "$T/www/index.html"
+ip netns exec "$NB" python3 -m http.server 8000 --bind 127.0.0.1 --directory "$T/www" >/dev/null 2>&1 &
+PIDS+=($!)
+check "B's web server is up" waitfor 10 ip netns exec "$NB" curl -sf http://127.0.0.1:8000/index.html
+ip netns exec "$NB" "$KM" up --dir "$B" >"$B.log" 2>&1 &
+PB=$!; PIDS+=("$PB")
+ip netns exec "$NA" "$KM" up --dir "$A" >"$A.log" 2>&1 &
+PA=$!; PIDS+=("$PA")
+check "both daemons answer" waitfor 10 sh -c "ip netns exec $NA '$KM' status --dir '$A' && ip netns exec $NB '$KM' status --dir '$B'"
+check "mDNS sockets are open on A" sh -c "ip netns exec $NA '$KM' status --dir '$A' --json | grep -q '\"mdns_sockets\": [1-9]'"
+check "A learns B's path by mDNS (no peer configured)" waitfor 10 sh -c \
+    "ip netns exec $NA '$KM' resolve --dir '$A' --json $IDB.mesh.internal | grep -q '\"source\": \"mdns\"'"
+ip netns exec "$NA" "$KM" resolve --dir "$A" "$IDB.mesh.internal" | sed 's/^/    /'
+check "curl --socks5-hostname reaches B by FQDN over the LAN path" \
+    test "$(ip netns exec $NA curl -s -m 10 --socks5-hostname 127.0.0.1:1080 http://$IDB.mesh.internal:8000/index.html)" = hello-lan
+check "A's connection is to B's LAN address" sh -c \
+    "ip netns exec $NA '$KM' peers --dir '$A' --json | grep -q '192.0.2.2:15022'"
+kill -TERM "$PA" "$PB"
+wait "$PA"; RA=$?
+wait "$PB"; RB=$?
+check "A exits 0 (got $RA)" test "$RA" = 0
+check "B exits 0 (got $RB)" test "$RB" = 0
+for f in "$A.log" "$B.log"; do
+    check "no sanitizer report in $(basename "$f")" sh -c "! grep -qE 'ERROR: AddressSanitizer|runtime error:|LeakSanitizer' '$f'"
+done
+finish
