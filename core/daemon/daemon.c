@@ -323,6 +323,7 @@ static int start(struct km_daemon *d)
         (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0 ||
         (r = km_discover_start_dns(d->disc)) != 0 ||
         (r = km_discover_start_publish(d->disc, d->opts->dir)) != 0 ||
+        (r = km_discover_start_gossip(d->disc, d->key)) != 0 ||
         (r = km_discover_start_mdns(d->disc, d->key)) != 0) {
         return r;
     }

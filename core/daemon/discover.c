@@ -22,6 +22,28 @@
 #include "identity/derive.h"
 
 #define MAX_LOCAL_NETS 64
+#define GOSSIP_STORE 64              /* signed records kept for passing on */
+#define GOSSIP_SEND_MAX 32           /* records sent in one exchange */
+#define GOSSIP_MAX_BYTES (64u << 10) /* bytes accepted from a peer in one exchange */
+
+/* A verified announcement as received, kept to pass it on unchanged. */
+struct gossip_rec {
+    struct km_pubkey key;
+    uint64_t seq;
+    uint64_t expires;
+    uint8_t blob[KM_ANNOUNCE_MAX];
+    size_t len;
+};
+
+/* One exchange on one stream: send our records, read theirs until EOF. */
+struct gossip_sess {
+    struct km_discover *d;
+    struct km_stream *s;
+    struct km_buf in;
+    bool opener; /* we opened the channel: we send first, then read */
+    char peer[16];
+    struct gossip_sess *next;
+};
 #define IFADDRS_REFRESH_MS 2000
 
 /* A subnet of one of this machine's interfaces. */
@@ -40,6 +62,12 @@ struct km_discover {
     struct km_dns_server *dns[KM_CONFIG_MAX_LISTEN];
     struct km_dnsupdate *pub;
     struct km_mdns *mdns;
+    struct gossip_rec store[GOSSIP_STORE];
+    size_t n_store;
+    struct gossip_sess *gossips;
+    bool stopping;
+    uint64_t gossip_accepted;
+    uint64_t gossip_rejected;
     uv_timer_t pub_timer; /* bounds the removal UPDATE at shutdown */
     bool pub_timer_init;
     struct local_net nets[MAX_LOCAL_NETS];
@@ -363,6 +391,221 @@ static int read_secret(const char *path, char *out, size_t outsz)
     return r;
 }
 
+/* ---- the announcement exchange (docs/PROTOCOL.md section 4) ---- */
+
+/* Keep rec's bytes for passing on: replace the key's older record, else the one that expires
+ * first when the store is full. */
+static void store_record(struct km_discover *d, const struct km_announce *a, const uint8_t *blob,
+                         size_t len)
+{
+    struct gossip_rec *slot = NULL;
+    for (size_t i = 0; i < d->n_store; i++) {
+        if (km_pubkey_equal(&d->store[i].key, &a->key)) {
+            if (d->store[i].seq >= a->seq) {
+                return;
+            }
+            slot = &d->store[i];
+            break;
+        }
+    }
+    if (slot == NULL && d->n_store < GOSSIP_STORE) {
+        slot = &d->store[d->n_store++];
+    }
+    if (slot == NULL) {
+        slot = &d->store[0];
+        for (size_t i = 1; i < d->n_store; i++) {
+            if (d->store[i].expires < slot->expires) {
+                slot = &d->store[i];
+            }
+        }
+    }
+    if (len > sizeof slot->blob) {
+        return;
+    }
+    slot->key = a->key;
+    slot->seq = a->seq;
+    slot->expires = a->expires;
+    memcpy(slot->blob, blob, len);
+    slot->len = len;
+}
+
+/* Verify and take one received record. Returns true if it was new and valid. */
+static bool take_record(struct km_discover *d, const uint8_t *blob, size_t len,
+                        enum km_path_source src)
+{
+    struct km_announce a;
+    uint64_t now_unix = (uint64_t)time(NULL);
+    int r = km_announce_parse(blob, len, now_unix, &a);
+    if (r != 0) {
+        km_peers_note_parse_error(d->peers, r);
+        d->gossip_rejected++;
+        return false;
+    }
+    if (km_pubkey_equal(&a.key, &d->self)) {
+        return false; /* our own record, passed back */
+    }
+    r = km_peers_accept(d->peers, &a, src, now_unix, uv_now(d->loop));
+    if (r != 0) {
+        d->gossip_rejected += r == KM_ERR_REFUSED ? 1 : 0; /* a replay */
+        return false;
+    }
+    store_record(d, &a, blob, len);
+    d->gossip_accepted++;
+    return true;
+}
+
+static void gossip_end(struct gossip_sess *g)
+{
+    struct km_discover *d = g->d;
+    for (struct gossip_sess **pp = &d->gossips; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    }
+    km_stream_close(g->s); /* after shutdown: what we wrote still goes out */
+    km_buf_reset(&g->in);
+    free(g);
+}
+
+/* Our record and up to GOSSIP_SEND_MAX others, each a u16-length-prefixed blob. */
+static void gossip_send(struct gossip_sess *g, const struct km_pubkey *peer)
+{
+    struct km_discover *d = g->d;
+    struct km_buf out;
+    km_buf_init(&out, GOSSIP_MAX_BYTES);
+    uint64_t now = (uint64_t)time(NULL);
+    size_t sent = 0;
+    for (size_t i = 0; i < d->n_store && sent < GOSSIP_SEND_MAX; i++) {
+        const struct gossip_rec *rec = &d->store[i];
+        if (rec->expires <= now || (peer != NULL && km_pubkey_equal(&rec->key, peer))) {
+            continue;
+        }
+        if (km_buf_put_string16(&out, rec->blob, rec->len) != 0) {
+            break;
+        }
+        sent++;
+    }
+    if (km_buf_len(&out) > 0) {
+        (void)km_stream_write(g->s, km_buf_peek_ptr(&out), km_buf_len(&out));
+    }
+    km_stream_shutdown(g->s);
+    km_buf_reset(&out);
+}
+
+static void gossip_take_all(struct gossip_sess *g)
+{
+    size_t n = 0;
+    const uint8_t *blob;
+    size_t len;
+    /* Bounded by GOSSIP_MAX_BYTES of input; a malformed tail is simply ignored. */
+    while (km_buf_get_string16_view(&g->in, &blob, &len) == 0) {
+        n += take_record(g->d, blob, len, KM_PATH_SRC_GOSSIP) ? 1 : 0;
+    }
+    if (n > 0) {
+        KM_DEBUG("gossip %s: %zu new record(s)", g->peer, n);
+    }
+}
+
+static void on_gossip_data(struct km_stream *s, const uint8_t *data, size_t len)
+{
+    struct gossip_sess *g = s->data;
+    if (km_buf_put_bytes(&g->in, data, len) != 0) {
+        KM_INFO("gossip %s: more than %u bytes, dropping the exchange", g->peer, GOSSIP_MAX_BYTES);
+        gossip_end(g);
+    }
+}
+
+static void on_gossip_end(struct km_stream *s, int err)
+{
+    struct gossip_sess *g = s->data;
+    if (err == 0) {
+        gossip_take_all(g);
+        if (!g->opener) {
+            gossip_send(g, NULL); /* answer after reading theirs */
+        }
+    }
+    gossip_end(g);
+}
+
+static struct gossip_sess *gossip_new(struct km_discover *d, struct km_stream *s, bool opener,
+                                      const struct km_pubkey *peer)
+{
+    struct gossip_sess *g = calloc(1, sizeof *g);
+    if (g == NULL) {
+        km_stream_close(s);
+        return NULL;
+    }
+    g->d = d;
+    g->s = s;
+    g->opener = opener;
+    char id[KM_NODE_ID_LEN + 1];
+    km_node_id(peer, id);
+    snprintf(g->peer, sizeof g->peer, "%.12s", id);
+    km_buf_init(&g->in, GOSSIP_MAX_BYTES);
+    g->next = d->gossips;
+    d->gossips = g;
+    s->data = g;
+    s->on_data = on_gossip_data;
+    s->on_end = on_gossip_end;
+    km_stream_read_start(s);
+    return g;
+}
+
+/* A peer offers its records: take the channel, read, then answer with ours. */
+static void gossip_accept(void *arg, const struct km_pubkey *peer, struct km_ssh_direct *req)
+{
+    struct km_discover *d = arg;
+    struct km_stream *s;
+    if (d->stopping || km_ssh_direct_accept(req, &s) != 0) {
+        if (d->stopping) {
+            km_ssh_direct_reject(req, KM_ERR_CLOSED);
+        }
+        return;
+    }
+    (void)gossip_new(d, s, false, peer);
+}
+
+struct gossip_open {
+    struct km_discover *d;
+    struct km_pubkey peer;
+};
+
+static void on_gossip_open(void *arg, int err, struct km_stream *s)
+{
+    struct gossip_open *o = arg;
+    struct km_discover *d = o->d;
+    if (err == 0 && !d->stopping) {
+        struct gossip_sess *g = gossip_new(d, s, true, &o->peer);
+        if (g != NULL) {
+            gossip_send(g, &o->peer);
+        }
+    } else if (err == 0) {
+        km_stream_close(s);
+    }
+    free(o);
+}
+
+/* A peer dialled us: offer our records over its session (it answers with its own). Only
+ * keymesh nodes: OpenSSH clients refuse channels a server opens. */
+static void gossip_conn_accepted(void *arg, struct km_ssh_conn *c)
+{
+    struct km_discover *d = arg;
+    if (d->stopping || !km_ssh_conn_reverse_ok(c)) {
+        return;
+    }
+    struct gossip_open *o = malloc(sizeof *o);
+    if (o == NULL) {
+        return;
+    }
+    o->d = d;
+    o->peer = *km_ssh_conn_peer(c);
+    struct km_ssh_open *req;
+    if (km_ssh_open_direct(c, KM_GOSSIP_HOST, 1, on_gossip_open, o, &req) != 0) {
+        free(o);
+    }
+}
+
 /* ---- mDNS ---- */
 
 static void on_mdns_found(void *arg, const struct km_mdns_found *f)
@@ -378,22 +621,14 @@ static void on_mdns_found(void *arg, const struct km_mdns_found *f)
                  km_path_kind_name(f->path.kind));
     }
     if (f->announcement != NULL) {
-        struct km_announce an;
-        int r = km_announce_parse(f->announcement, f->announcement_len, (uint64_t)time(NULL), &an);
-        if (r != 0) {
-            km_peers_note_parse_error(d->peers, r);
-        } else if (km_pubkey_equal(&an.key, &f->key)) {
-            int ar = km_peers_accept(d->peers, &an, KM_PATH_SRC_MDNS, (uint64_t)time(NULL), now);
-            if (ar != 0 && ar != KM_ERR_REFUSED) { /* REFUSED: a replay, counted by the table */
-                KM_DEBUG_R(ar, "mdns: announcement not taken");
-            }
-        }
+        (void)take_record(d, f->announcement, f->announcement_len, KM_PATH_SRC_MDNS);
     }
 }
 
-/* This node's signed path list, as "a=<base64>", into out. */
-static int own_announcement(struct km_discover *d, const struct km_key *key, char *out,
-                            size_t outsz)
+/* Sign this node's current paths and keep the record to send (gossip) and announce (mDNS).
+ * The sequence number is the time in milliseconds: newer after every restart, no state on
+ * disk. Returns 0 or a negative code. */
+static int sign_own_record(struct km_discover *d, const struct km_key *key)
 {
     struct km_path paths[KM_ANNOUNCE_PATHS_MAX];
     size_t n = self_paths(d, paths, KM_ANNOUNCE_PATHS_MAX);
@@ -401,18 +636,42 @@ static int own_announcement(struct km_discover *d, const struct km_key *key, cha
     km_buf_init(&b, KM_ANNOUNCE_MAX);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    /* Milliseconds since the epoch: newer after every restart, without state on disk. */
     uint64_t seq = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    int r = km_announce_build(key, seq, (uint64_t)ts.tv_sec + 3600, paths, n, &b);
+    uint64_t expires = (uint64_t)ts.tv_sec + 3600;
+    int r = km_announce_build(key, seq, expires, paths, n, &b);
     if (r == 0) {
-        r = km_announce_to_text(km_buf_peek_ptr(&b), km_buf_len(&b), out, outsz);
+        struct km_announce a = {.key = d->self, .seq = seq, .expires = expires};
+        store_record(d, &a, km_buf_peek_ptr(&b), km_buf_len(&b));
     }
     km_buf_reset(&b);
     return r;
 }
 
+/* This node's record as "a=<base64>" for the mDNS TXT record. */
+static int own_announcement(struct km_discover *d, char *out, size_t outsz)
+{
+    for (size_t i = 0; i < d->n_store; i++) {
+        if (km_pubkey_equal(&d->store[i].key, &d->self)) {
+            return km_announce_to_text(d->store[i].blob, d->store[i].len, out, outsz);
+        }
+    }
+    return KM_ERR_NOT_FOUND;
+}
+
+int km_discover_start_gossip(struct km_discover *d, const struct km_key *key)
+{
+    int r = sign_own_record(d, key);
+    if (r != 0) {
+        KM_WARN_R(r, "gossip: cannot sign this node's path list");
+    }
+    struct km_router_gossip g = {gossip_accept, gossip_conn_accepted, d};
+    km_router_set_gossip(d->router, &g);
+    return 0;
+}
+
 int km_discover_start_mdns(struct km_discover *d, const struct km_key *key)
 {
+    (void)key;
     const struct km_config *c = d->cfg;
     if (!c->mdns_enabled || c->n_mesh_listen == 0) {
         return 0;
@@ -427,7 +686,7 @@ int km_discover_start_mdns(struct km_discover *d, const struct km_key *key)
         .port = c->mesh_listen[0].port,
         .ifaces = ifs,
         .n_ifaces = c->n_mdns_ifaces,
-        .announcement = own_announcement(d, key, text, sizeof text) == 0 ? text : NULL,
+        .announcement = own_announcement(d, text, sizeof text) == 0 ? text : NULL,
     };
     int r = km_mdns_new(d->loop, &o, on_mdns_found, d, &d->mdns);
     if (r != 0) {
@@ -535,6 +794,7 @@ void km_discover_stats(const struct km_discover *d, struct km_discover_stats *ou
     out->known_keys = ps.n_keys;
     out->announce_accepted = ps.accepted;
     out->announce_rejected = ps.replayed + ps.forged + ps.expired + ps.invalid;
+    out->gossip_accepted = d->gossip_accepted;
     if (d->mdns != NULL) {
         struct km_mdns_stats ms;
         km_mdns_get_stats(d->mdns, &ms);
@@ -580,6 +840,10 @@ static void on_pub_timeout(uv_timer_t *t)
 
 void km_discover_stop(struct km_discover *d)
 {
+    d->stopping = true;
+    while (d->gossips != NULL) {
+        gossip_end(d->gossips);
+    }
     km_mdns_close(d->mdns); /* sends the goodbye */
     d->mdns = NULL;
     if (d->pub != NULL && !d->pub_timer_init) {

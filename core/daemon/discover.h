@@ -27,6 +27,11 @@ KM_MUST_CHECK int km_discover_start_dns(struct km_discover *d);
  * secret file, relative to state_dir, must be mode 0600). Returns 0 or the first error. */
 KM_MUST_CHECK int km_discover_start_publish(struct km_discover *d, const char *state_dir);
 
+/* Sign this node's path list and exchange signed records with every keymesh peer that dials
+ * us (docs/PROTOCOL.md section 4): records are verified one by one, newer ones replace a key's
+ * announced paths, forged and replayed ones are dropped and counted. Returns 0. */
+KM_MUST_CHECK int km_discover_start_gossip(struct km_discover *d, const struct km_key *key);
+
 /* Announce this node and browse for others on the LAN by mDNS when [mdns] is enabled; key
  * signs the path list carried in the TXT record. A failure is logged and LAN discovery stays
  * off (returns 0); found peers feed the table. */
@@ -49,9 +54,10 @@ struct km_discover_stats {
     size_t known_keys;
     uint64_t announce_accepted;
     uint64_t announce_rejected;
-    uint64_t mdns_found; /* paths learned by mDNS */
-    size_t mdns_sockets; /* 0 when LAN discovery is off */
-    uint64_t publish_ok; /* DNS UPDATE transactions that succeeded */
+    uint64_t gossip_accepted; /* records taken from peers over SSH */
+    uint64_t mdns_found;      /* paths learned by mDNS */
+    size_t mdns_sockets;      /* 0 when LAN discovery is off */
+    uint64_t publish_ok;      /* DNS UPDATE transactions that succeeded */
     uint64_t publish_failed;
     const char *publish_last; /* result of the last one, or NULL when not publishing */
 };

@@ -53,6 +53,7 @@ struct km_router {
     struct km_mesh *mesh;
     struct km_egress egress;
     struct km_egress_req *reqs; /* every request in flight, for cancellation at free */
+    struct km_router_gossip gossip;
 };
 
 /* ---- names ---- */
@@ -466,6 +467,10 @@ static int hook_authorize(void *arg, const struct km_pubkey *key, const char *us
 static int hook_allow_direct(void *arg, const struct km_pubkey *peer, const char *host,
                              uint16_t port)
 {
+    if (strcmp(host, KM_GOSSIP_HOST) == 0) {
+        /* Any authenticated peer may offer announcements: they are verified one by one. */
+        return ((struct km_router *)arg)->gossip.accept != NULL ? 0 : KM_ERR_REFUSED;
+    }
     struct km_router *r = arg;
     const struct km_config *c = r->cfg;
     const struct km_config_peer *p = find_peer(c, peer);
@@ -486,6 +491,10 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
 {
     (void)peer;
     struct km_router *r = arg;
+    if (strcmp(host, KM_GOSSIP_HOST) == 0) {
+        r->gossip.accept(r->gossip.arg, peer, d);
+        return;
+    }
     struct km_egress_req *q = req_new(r, host, port);
     if (q == NULL) {
         km_ssh_direct_reject(d, -ENOMEM);
@@ -497,9 +506,17 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
     }
 }
 
+void km_router_set_gossip(struct km_router *r, const struct km_router_gossip *g)
+{
+    r->gossip = *g;
+}
+
 static void hook_conn_accepted(void *arg, struct km_ssh_conn *c)
 {
     struct km_router *r = arg;
+    if (r->gossip.conn_accepted != NULL) {
+        r->gossip.conn_accepted(r->gossip.arg, c);
+    }
     if (r->mesh != NULL) {
         km_mesh_conn_accepted(r->mesh, c);
     }

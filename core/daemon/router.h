@@ -33,6 +33,20 @@ void km_router_set_mesh(struct km_router *r, struct km_mesh *mesh);
 /* Switch to a reloaded configuration. */
 void km_router_set_config(struct km_router *r, const struct km_config *cfg);
 
+/* The reserved direct-tcpip target of the announcement exchange (docs/PROTOCOL.md section 4):
+ * not a DNS name, so it never collides with a real destination. */
+#define KM_GOSSIP_HOST "gossip@keymesh"
+
+/* Who handles the announcement exchange (the discovery glue). accept gets each gossip
+ * request a peer sends (answer it with km_ssh_direct_accept/reject); conn_accepted hears of
+ * every session a peer opened to us. */
+struct km_router_gossip {
+    void (*accept)(void *arg, const struct km_pubkey *peer, struct km_ssh_direct *d);
+    void (*conn_accepted)(void *arg, struct km_ssh_conn *c);
+    void *arg;
+};
+void km_router_set_gossip(struct km_router *r, const struct km_router_gossip *g);
+
 /* The egress interface for front-ends. */
 struct km_egress *km_router_egress(struct km_router *r);
 
