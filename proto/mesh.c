@@ -9,6 +9,10 @@
 #include "identity/derive.h"
 
 #define SWEEP_MS 250
+/* Happy eyeballs (RFC 8305 in spirit): while a dial is pending, the next address is tried
+ * after this stagger, up to RACE_MAX handshakes at once; the first to finish wins. */
+#define STAGGER_MS 250
+#define RACE_MAX 3
 
 struct km_mesh_req {
     struct km_mesh *mesh;
@@ -25,8 +29,11 @@ struct km_mesh_req {
 struct peer {
     struct km_mesh *mesh;
     struct km_pubkey key;
-    struct km_ssh_conn *conn;    /* ready */
-    struct km_ssh_conn *dialing; /* handshake in progress */
+    struct km_ssh_conn *conn;            /* ready */
+    struct km_ssh_conn *dials[RACE_MAX]; /* handshakes racing */
+    size_t dial_addr[RACE_MAX];          /* their index in target.addrs */
+    size_t n_dials;
+    uint64_t last_dial_ms;
     struct km_mesh_target target;
     size_t addr_idx;
     bool fatal; /* a dial failed on host key or authentication */
@@ -60,6 +67,7 @@ void km_mesh_opts_default(struct km_mesh_opts *o)
     o->request_timeout_ms = 10000;
     o->backoff_min_ms = 250;
     o->backoff_max_ms = 8000;
+    o->report = NULL;
 }
 
 static uint64_t now_ms(const struct km_mesh *m)
@@ -140,23 +148,42 @@ static void dial_failed(struct km_mesh *m, struct peer *p)
     fail_waiting(p, m, KM_ERR_UNREACHABLE);
 }
 
+static void report(struct km_mesh *m, struct peer *p, size_t idx, bool ok)
+{
+    if (m->opts.report != NULL && idx < p->target.n_addrs) {
+        m->opts.report(m->lookup_arg, &p->key, (const struct sockaddr *)&p->target.addrs[idx], ok);
+    }
+}
+
 static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
 {
     struct peer *p = arg;
     struct km_mesh *m = p->mesh;
-    p->dialing = NULL;
-    if (err == 0 && p->conn != NULL) {
-        /* The peer dialled us meanwhile and that session is in use: keep one. */
-        km_ssh_conn_close(c);
-        issue_waiting(m, p);
-        return;
+    size_t idx = SIZE_MAX;
+    for (size_t i = 0; i < p->n_dials; i++) {
+        if (p->dials[i] == c) {
+            idx = p->dial_addr[i];
+            p->dials[i] = p->dials[p->n_dials - 1];
+            p->dial_addr[i] = p->dial_addr[p->n_dials - 1];
+            p->n_dials--;
+            break;
+        }
     }
+    report(m, p, idx, err == 0);
     if (err == 0) {
-        p->conn = c;
-        p->backoff_ms = 0;
-        p->fatal = false;
-        km_addr_str((const struct sockaddr *)&p->target.addrs[p->addr_idx], p->addr,
-                    sizeof p->addr);
+        /* The first handshake to finish wins; the others are dropped (their callbacks are
+         * not called once closed). A session the peer opened meanwhile also wins. */
+        while (p->n_dials > 0) {
+            km_ssh_conn_close(p->dials[--p->n_dials]);
+        }
+        if (p->conn != NULL) {
+            km_ssh_conn_close(c);
+        } else {
+            p->conn = c;
+            p->backoff_ms = 0;
+            p->fatal = false;
+            km_addr_str((const struct sockaddr *)&p->target.addrs[idx], p->addr, sizeof p->addr);
+        }
         issue_waiting(m, p);
         return;
     }
@@ -164,27 +191,38 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
     if (err == KM_ERR_HOST_KEY || err == KM_ERR_AUTH) {
         p->fatal = true;
     }
-    p->addr_idx++;
-    dial_next(m, p);
+    if (p->n_dials == 0) {
+        dial_next(m, p); /* no stagger after a failure: try the next address now */
+    }
 }
 
+/* Start one more handshake with the next address; fail the waiting requests when none is
+ * left and none is in flight. */
 static void dial_next(struct km_mesh *m, struct peer *p)
 {
-    while (p->addr_idx < p->target.n_addrs) {
-        const struct sockaddr *sa = (const struct sockaddr *)&p->target.addrs[p->addr_idx];
-        int r = km_ssh_dial(m->node, sa, &p->key, p->target.user, on_dialled, p, &p->dialing);
+    while (p->addr_idx < p->target.n_addrs && p->n_dials < RACE_MAX) {
+        size_t idx = p->addr_idx++;
+        const struct sockaddr *sa = (const struct sockaddr *)&p->target.addrs[idx];
+        struct km_ssh_conn *c;
+        int r = km_ssh_dial(m->node, sa, &p->key, p->target.user, on_dialled, p, &c);
         if (r == 0) {
+            p->dials[p->n_dials] = c;
+            p->dial_addr[p->n_dials] = idx;
+            p->n_dials++;
+            p->last_dial_ms = now_ms(m);
             return;
         }
         p->last_err = r;
-        p->addr_idx++;
+        report(m, p, idx, false);
     }
-    dial_failed(m, p);
+    if (p->n_dials == 0) {
+        dial_failed(m, p);
+    }
 }
 
 static void start_dial(struct km_mesh *m, struct peer *p)
 {
-    if (p->dialing != NULL || p->conn != NULL || m->closing) {
+    if (p->n_dials > 0 || p->conn != NULL || m->closing) {
         return;
     }
     int r = m->lookup(m->lookup_arg, &p->key, &p->target);
@@ -256,6 +294,10 @@ static void on_sweep(uv_timer_t *t)
         if (p->waiting != NULL && now >= p->next_dial_ms) {
             start_dial(m, p);
         }
+        if (p->conn == NULL && p->n_dials > 0 && p->n_dials < RACE_MAX &&
+            p->addr_idx < p->target.n_addrs && now - p->last_dial_ms >= STAGGER_MS) {
+            dial_next(m, p); /* the pending handshake is slow: race the next address */
+        }
         if (p->conn != NULL && m->opts.idle_timeout_ms > 0 &&
             km_ssh_conn_idle_ms(p->conn) >= m->opts.idle_timeout_ms) {
             KM_INFO("mesh peer %s...: idle for %u s, closing", p->id,
@@ -264,7 +306,7 @@ static void on_sweep(uv_timer_t *t)
             p->conn = NULL;
         }
         /* Forget peers with nothing going on, once any backoff has passed. */
-        if (p->conn == NULL && p->dialing == NULL && p->waiting == NULL && now >= p->next_dial_ms) {
+        if (p->conn == NULL && p->n_dials == 0 && p->waiting == NULL && now >= p->next_dial_ms) {
             *pp = p->next;
             free(p);
             continue;
@@ -310,7 +352,7 @@ int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, const char *ho
     if (p == NULL) {
         return -ENOMEM;
     }
-    if (p->conn == NULL && p->dialing == NULL) {
+    if (p->conn == NULL && p->n_dials == 0) {
         /* Fail at once for a peer nobody knows an address of. */
         struct km_mesh_target t;
         memset(&t, 0, sizeof t);
@@ -334,7 +376,7 @@ int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, const char *ho
         return 0;
     }
     uint64_t now = now_ms(m);
-    if (p->dialing == NULL && now < p->next_dial_ms && p->next_dial_ms >= r->deadline_ms) {
+    if (p->n_dials == 0 && now < p->next_dial_ms && p->next_dial_ms >= r->deadline_ms) {
         /* In a backoff longer than the request may wait: say so at once. */
         fail_later(m, r, KM_ERR_UNREACHABLE);
         return 0;
@@ -389,7 +431,7 @@ void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c)
     p->conn = c;
     p->backoff_ms = 0;
     snprintf(p->addr, sizeof p->addr, "%s", "(accepted)");
-    if (p->dialing == NULL) {
+    if (p->n_dials == 0) {
         issue_waiting(m, p);
     }
 }
@@ -420,7 +462,7 @@ void km_mesh_foreach(const struct km_mesh *m, km_mesh_peer_cb cb, void *arg)
             .last_err = p->last_err,
         };
         i.state = p->conn != NULL         ? "connected"
-                  : p->dialing != NULL    ? "dialing"
+                  : p->n_dials > 0        ? "dialing"
                   : now < p->next_dial_ms ? "backoff"
                                           : "idle";
         cb(arg, &i);
@@ -450,7 +492,9 @@ void km_mesh_close(struct km_mesh *m)
             r->cb(r->arg, KM_ERR_CLOSED, NULL);
             free(r);
         }
-        km_ssh_conn_close(p->dialing);
+        while (p->n_dials > 0) {
+            km_ssh_conn_close(p->dials[--p->n_dials]);
+        }
         km_ssh_conn_close(p->conn);
         free(p);
     }

@@ -1,4 +1,5 @@
-/* The mesh: streams to peers by key, over one SSH connection per peer, dialled on demand.
+/* The mesh: streams to peers by key, over one SSH connection per peer, dialled on demand,
+ * racing the lookup's addresses in order with a short stagger (happy eyeballs).
  *
  * km_mesh_open(peer, host, port) finds the ready connection to that peer or dials one,
  * trying each address the lookup hook returns, and opens a direct-tcpip channel on it.
@@ -37,6 +38,9 @@ struct km_mesh_opts {
     unsigned request_timeout_ms; /* how long a stream request may wait for a connection */
     unsigned backoff_min_ms;
     unsigned backoff_max_ms;
+    /* Hears how each dial of an address went (arg: the lookup arg), so the address book can
+     * offer what worked first next time. May be NULL. */
+    void (*report)(void *arg, const struct km_pubkey *peer, const struct sockaddr *addr, bool ok);
 };
 
 void km_mesh_opts_default(struct km_mesh_opts *o);

@@ -157,6 +157,7 @@ static int start_mesh(struct km_daemon *d)
     struct km_mesh_opts mo;
     km_mesh_opts_default(&mo);
     mo.idle_timeout_ms = (unsigned)c->idle_timeout_ms;
+    mo.report = km_discover_report;
     if ((r = km_mesh_new(km_loop_uv(d->loop), d->ssh, &mo, km_discover_lookup, d->disc,
                          &d->mesh)) != 0) {
         KM_ERROR_R(r, "cannot set up the mesh");

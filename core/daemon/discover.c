@@ -772,6 +772,15 @@ int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_t
     return out->n_addrs > 0 ? 0 : KM_ERR_NOT_FOUND;
 }
 
+void km_discover_report(void *arg, const struct km_pubkey *peer, const struct sockaddr *addr,
+                        bool ok)
+{
+    struct km_discover *d = arg;
+    if (km_peers_report(d->peers, peer, addr, ok, uv_now(d->loop)) != 0) {
+        KM_DEBUG("mesh: dial result for an address the table does not hold");
+    }
+}
+
 size_t km_discover_paths(struct km_discover *d, const struct km_pubkey *key, struct km_path *out,
                          size_t max)
 {

@@ -44,6 +44,11 @@ void km_discover_set_config(struct km_discover *d, const struct km_config *cfg);
  * first, and its SSH user. */
 int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_target *out);
 
+/* The mesh's report hook (arg: the km_discover): remember which address worked, so it is
+ * offered first next time, and which failed. */
+void km_discover_report(void *arg, const struct km_pubkey *peer, const struct sockaddr *addr,
+                        bool ok);
+
 /* Unranked candidate paths of key (this node's own for its own key). */
 size_t km_discover_paths(struct km_discover *d, const struct km_pubkey *key, struct km_path *out,
                          size_t max);

@@ -506,6 +506,64 @@ static void test_mesh_dials_next_address(void **state)
     teardown_nodes(&loop, &a, &b);
 }
 
+/* ---- happy eyeballs: a first address that never answers does not hold the dial up ---- */
+
+static void on_silent_conn(uv_stream_t *l, int status)
+{
+    (void)status;
+    /* Accept and say nothing: an SSH handshake here hangs until the connect timeout. */
+    uv_tcp_t *c = malloc(sizeof *c);
+    uv_tcp_init(l->loop, c);
+    if (uv_accept(l, (uv_stream_t *)c) != 0) {
+        uv_close((uv_handle_t *)c, (uv_close_cb)free);
+        return;
+    }
+    c->data = l->data;
+    uv_tcp_t **slot = l->data;
+    *slot = c;
+}
+
+static void test_mesh_races_a_silent_address(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct node a, b;
+    node_init(&loop, &a, 0);
+    node_init(&loop, &b, 1);
+    b.allowed = *km_key_pub(a.key);
+    uv_tcp_t silent;
+    uv_tcp_t *accepted = NULL;
+    assert_int_equal(uv_tcp_init(&loop, &silent), 0);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    assert_int_equal(uv_tcp_bind(&silent, (struct sockaddr *)&sa, 0), 0);
+    silent.data = &accepted;
+    assert_int_equal(uv_listen((uv_stream_t *)&silent, 4, on_silent_conn), 0);
+    int len = sizeof sa;
+    assert_int_equal(uv_tcp_getsockname(&silent, (struct sockaddr *)&sa, &len), 0);
+    struct lookup l = {.dead = sa, .live = listen_addr(&b)};
+    struct km_mesh_opts mo;
+    km_mesh_opts_default(&mo);
+    struct km_mesh *m;
+    assert_int_equal(km_mesh_new(&loop, a.ssh, &mo, lookup, &l, &m), 0);
+    struct client cl = {0};
+    struct km_mesh_req *req;
+    uint64_t t0 = uv_now(&loop);
+    assert_int_equal(km_mesh_open(m, km_key_pub(b.key), "localhost", 7, on_open, &cl, &req), 0);
+    assert_true(run_until(&loop, opened, &cl, 2500));
+    assert_int_equal(cl.open_err, 0);
+    /* Well before the 3 s connect timeout of the silent address: the stagger raced the next. */
+    assert_true(uv_now(&loop) - t0 < 2000);
+    km_stream_close(cl.s);
+    km_mesh_close(m);
+    if (accepted != NULL) {
+        uv_close((uv_handle_t *)accepted, (uv_close_cb)free);
+    }
+    uv_close((uv_handle_t *)&silent, NULL);
+    teardown_nodes(&loop, &a, &b);
+}
+
 int main(void)
 {
     km_log_set_level(KM_LOG_OFF);
@@ -516,6 +574,7 @@ int main(void)
         cmocka_unit_test(test_connect_refused_and_cancel),
         cmocka_unit_test(test_backpressure_and_close),
         cmocka_unit_test(test_mesh_dials_next_address),
+        cmocka_unit_test(test_mesh_races_a_silent_address),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
