@@ -24,9 +24,17 @@ if [[ "${1:-}" == --arm64 ]]; then
 fi
 
 missing=()
+native=$(dpkg --print-architecture)
 for p in "${want[@]}"; do
-    # dpkg-query prints "install ok installed" only for fully installed packages.
-    if [[ "$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)" != "install ok installed" ]]; then
+    # dpkg-query prints "install ok installed" only for fully installed packages. A name
+    # without an architecture means the native one (with :arm64 installed too, a bare name
+    # would match both and print two statuses).
+    q=$p
+    [[ "$q" == *:* ]] || q="$q:$native"
+    st=$(dpkg-query -W -f='${Status}' "$q" 2>/dev/null)
+    # Architecture "all" packages (the cross toolchain's) answer only to the bare name.
+    [[ -n "$st" ]] || st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)
+    if [[ "$st" != "install ok installed" ]]; then
         missing+=("$p")
     fi
 done
