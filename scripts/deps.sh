@@ -31,9 +31,9 @@ for p in "${want[@]}"; do
     # would match both and print two statuses).
     q=$p
     [[ "$q" == *:* ]] || q="$q:$native"
-    st=$(dpkg-query -W -f='${Status}' "$q" 2>/dev/null)
+    st=$(dpkg-query -W -f='${Status}' "$q" 2>/dev/null || true)
     # Architecture "all" packages (the cross toolchain's) answer only to the bare name.
-    [[ -n "$st" ]] || st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null)
+    [[ -n "$st" ]] || st=$(dpkg-query -W -f='${Status}' "$p" 2>/dev/null || true)
     if [[ "$st" != "install ok installed" ]]; then
         missing+=("$p")
     fi
