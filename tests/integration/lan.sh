@@ -67,6 +67,13 @@ check "curl --socks5-hostname reaches B by FQDN over the LAN path" \
     test "$(ip netns exec $NA curl -s -m 10 --socks5-hostname 127.0.0.1:1080 http://$IDB.mesh.internal:8000/index.html)" = hello-lan
 check "A's connection is to B's LAN address" sh -c \
     "ip netns exec $NA '$KM' peers --dir '$A' --json | grep -q '192.0.2.2:15022'"
+# A forged signed record (a made-up node whose signature does not verify) is dropped and
+# counted; the real peers' records were taken.
+FORGED=$(ip netns exec "$NB" python3 "$(dirname "$0")/mdns_forge.py" 192.0.2.2)
+check "the forged record is rejected and counted" waitfor 5 sh -c \
+    "ip netns exec $NA '$KM' status --dir '$A' --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[\"dns\"]; sys.exit(0 if d[\"announcements_rejected\"] >= 1 else 1)'"
+check "... and the real one was taken" sh -c \
+    "ip netns exec $NA '$KM' status --dir '$A' --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[\"dns\"]; sys.exit(0 if d[\"announcements_accepted\"] >= 1 else 1)'"
 kill -TERM "$PA" "$PB"
 wait "$PA"; RA=$?
 wait "$PB"; RB=$?
