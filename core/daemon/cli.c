@@ -1,5 +1,6 @@
 #include "core/daemon/cli.h"
 
+#include <errno.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -79,6 +80,18 @@ int km_cli_usage_error(const struct km_cli *cli, const char *fmt, ...)
     va_end(ap);
     fprintf(stderr, "Try 'keymesh %s --help'.\n", cli->cmd);
     return KM_EXIT_USAGE;
+}
+
+int km_cli_parse_timeout(const struct km_cli *cli, const char *arg, long *ms)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno != 0 || end == arg || *end != '\0' || v < 1 || v > 600000) {
+        return km_cli_usage_error(cli, "--timeout '%s': expected 1..600000 ms", arg);
+    }
+    *ms = v;
+    return 0;
 }
 
 int km_cli_bad_option(const struct km_cli *cli, int opt, char **argv)

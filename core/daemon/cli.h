@@ -61,6 +61,10 @@ int km_cli_usage_error(const struct km_cli *cli, const char *fmt, ...)
  * KM_EXIT_USAGE. Option strings must start with "+:" so getopt reports instead of printing. */
 int km_cli_bad_option(const struct km_cli *cli, int opt, char **argv);
 
+/* Parse a --timeout argument: milliseconds, 1..600000. On error prints a usage error and
+ * returns KM_EXIT_USAGE; returns 0 and sets *ms otherwise. */
+int km_cli_parse_timeout(const struct km_cli *cli, const char *arg, long *ms);
+
 /* Load the configuration (defaults when the default file is absent). Prints the error and
  * returns non-zero on failure. */
 int km_cli_load_config(const struct km_cli *cli, struct km_config *cfg);

@@ -44,16 +44,11 @@ int km_cmd_resolve(int argc, char **argv)
         case KM_OPT_JSON:
             cli.json = true;
             break;
-        case 't': {
-            char *end;
-            errno = 0;
-            timeout_ms = strtol(optarg, &end, 10);
-            if (errno != 0 || end == optarg || *end != '\0' || timeout_ms < 1 ||
-                timeout_ms > 600000) {
-                return km_cli_usage_error(&cli, "--timeout '%s': expected 1..600000 ms", optarg);
+        case 't':
+            if (km_cli_parse_timeout(&cli, optarg, &timeout_ms) != 0) {
+                return KM_EXIT_USAGE;
             }
             break;
-        }
         case 'h':
         case KM_OPT_HELP:
             fputs(help, stdout);

@@ -25,6 +25,11 @@ check "missing value named" contains "$T/err" "option '--suffix' needs a value"
 expect_exit 2 "stray argument" "$KM" id extra
 expect_exit 2 "bad log level" "$KM" up --dir "$D" --log-level loud
 check "bad log level named" contains "$T/err" "loud"
+for bad in 0 600001 12x ""; do
+    expect_exit 2 "status --timeout '$bad' refused" "$KM" status --dir "$D" --timeout "$bad"
+    check "timeout error names the value" contains "$T/err" "--timeout '$bad': expected 1..600000 ms"
+done
+expect_exit 2 "resolve --timeout refused" "$KM" resolve --dir "$D" --timeout -5 x
 
 # id before init: a clear error, no key created.
 expect_exit 1 "id without a key" "$KM" id --dir "$D"
