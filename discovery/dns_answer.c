@@ -40,12 +40,6 @@
 #define C_IN 1
 #define C_ANY 255
 
-/* SVCB SvcParamKeys (RFC 9460 section 14.3.2) and our private key for the path kind. */
-#define SVC_PORT 3
-#define SVC_IPV4HINT 4
-#define SVC_IPV6HINT 6
-#define SVC_KM_KIND 65280
-
 #define TXT_PREFIX "v=keymesh1 k="
 
 /* The query as our walker saw it. */
@@ -480,50 +474,6 @@ static int push_ptr(struct ctx *c, const struct km_pubkey *k)
     return push_rr(c->r, LDNS_SECTION_ANSWER, qname_dup(c), LDNS_RR_TYPE_PTR, c->o->ttl, rd, 1);
 }
 
-/* SvcParams of one path, keys in ascending order (RFC 9460 section 2.2): port, ipv4hint or
- * ipv6hint, key65280 = kind name. 0, or KM_ERR_UNSUPPORTED for an address we cannot hint. */
-static int svc_params(const struct km_path *p, struct km_buf *w)
-{
-    uint16_t port = 0;
-    uint8_t a4[4], a6[16];
-    bool v4 = false;
-    if (p->addr.ss_family == AF_INET) {
-        struct sockaddr_in sin;
-        memcpy(&sin, &p->addr, sizeof sin);
-        port = ntohs(sin.sin_port);
-        memcpy(a4, &sin.sin_addr, 4);
-        v4 = true;
-    } else if (p->addr.ss_family == AF_INET6) {
-        struct sockaddr_in6 sin6;
-        memcpy(&sin6, &p->addr, sizeof sin6);
-        port = ntohs(sin6.sin6_port);
-        if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr)) {
-            memcpy(a4, sin6.sin6_addr.s6_addr + 12, 4);
-            v4 = true;
-        } else {
-            memcpy(a6, sin6.sin6_addr.s6_addr, 16);
-        }
-    } else {
-        return KM_ERR_UNSUPPORTED;
-    }
-    const char *kind = km_path_kind_name(p->kind);
-    int r;
-    if (port != 0 && ((r = km_buf_put_u16(w, SVC_PORT)) != 0 || (r = km_buf_put_u16(w, 2)) != 0 ||
-                      (r = km_buf_put_u16(w, port)) != 0)) {
-        return r;
-    }
-    if (v4 ? ((r = km_buf_put_u16(w, SVC_IPV4HINT)) != 0 || (r = km_buf_put_string16(w, a4, 4)))
-           : ((r = km_buf_put_u16(w, SVC_IPV6HINT)) != 0 ||
-              (r = km_buf_put_string16(w, a6, 16)) != 0)) {
-        return r;
-    }
-    if ((r = km_buf_put_u16(w, SVC_KM_KIND)) != 0 ||
-        (r = km_buf_put_string16(w, kind, strlen(kind))) != 0) {
-        return r;
-    }
-    return 0;
-}
-
 static int push_svcb(struct ctx *c, const struct km_pubkey *k)
 {
     struct km_path paths[KM_DNS_MAX_PATHS];
@@ -553,7 +503,7 @@ static int push_svcb(struct ctx *c, const struct km_pubkey *k)
         uint8_t pbuf[64];
         struct km_buf w;
         km_buf_init_fixed(&w, pbuf, sizeof pbuf);
-        if (svc_params(p, &w) != 0) {
+        if (km_path_svc_params(p, &w) != 0) {
             continue;
         }
         /* SvcPriority, TargetName, SvcParams (RFC 9460 section 2.2). "." means the owner

@@ -17,10 +17,6 @@
 
 #include "identity/derive.h"
 
-#define SVC_PORT 3
-#define SVC_IPV4HINT 4
-#define SVC_IPV6HINT 6
-#define SVC_KM_KIND 65280
 #define TXT_PREFIX "v=keymesh1 k="
 #define TSIG_FUDGE 300 /* seconds, RFC 8945 section 10 recommends 300 */
 #define MSG_MAX 65535
@@ -167,54 +163,6 @@ static int push_rr(ldns_rr_list *list, const ldns_rdf *owner, ldns_rr_type type,
     return 0;
 }
 
-/* SvcParams of one path in ascending key order (RFC 9460 section 2.2), as the DNS server
- * writes them. KM_ERR_UNSUPPORTED for an address family we cannot hint. */
-static int svc_params(const struct km_path *p, struct km_buf *w)
-{
-    uint16_t port = 0;
-    uint8_t a4[4], a6[16];
-    bool v4 = false;
-    if (p->addr.ss_family == AF_INET) {
-        struct sockaddr_in sin;
-        memcpy(&sin, &p->addr, sizeof sin);
-        port = ntohs(sin.sin_port);
-        memcpy(a4, &sin.sin_addr, 4);
-        v4 = true;
-    } else if (p->addr.ss_family == AF_INET6) {
-        struct sockaddr_in6 sin6;
-        memcpy(&sin6, &p->addr, sizeof sin6);
-        port = ntohs(sin6.sin6_port);
-        if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr)) {
-            memcpy(a4, sin6.sin6_addr.s6_addr + 12, 4);
-            v4 = true;
-        } else {
-            memcpy(a6, sin6.sin6_addr.s6_addr, 16);
-        }
-    } else {
-        return KM_ERR_UNSUPPORTED;
-    }
-    const char *kind = km_path_kind_name(p->kind);
-    int r;
-    if (port != 0 && ((r = km_buf_put_u16(w, SVC_PORT)) != 0 || (r = km_buf_put_u16(w, 2)) != 0 ||
-                      (r = km_buf_put_u16(w, port)) != 0)) {
-        return r;
-    }
-    if (v4) {
-        if ((r = km_buf_put_u16(w, SVC_IPV4HINT)) != 0 ||
-            (r = km_buf_put_string16(w, a4, 4)) != 0) {
-            return r;
-        }
-    } else if ((r = km_buf_put_u16(w, SVC_IPV6HINT)) != 0 ||
-               (r = km_buf_put_string16(w, a6, 16)) != 0) {
-        return r;
-    }
-    if ((r = km_buf_put_u16(w, SVC_KM_KIND)) != 0 ||
-        (r = km_buf_put_string16(w, kind, strlen(kind))) != 0) {
-        return r;
-    }
-    return 0;
-}
-
 /* "<id>.<zone>." */
 static ldns_rdf *fqdn_rdf(const struct km_pubkey *k, const char *zone)
 {
@@ -269,7 +217,7 @@ static int add_records(const struct km_dnsupdate_opts *o, const struct km_pubkey
         uint8_t pbuf[64];
         struct km_buf w;
         km_buf_init_fixed(&w, pbuf, sizeof pbuf);
-        if (svc_params(p, &w) != 0) {
+        if (km_path_svc_params(p, &w) != 0) {
             continue;
         }
         static const uint8_t root[1] = {0};

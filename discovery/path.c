@@ -1,6 +1,8 @@
 /* Path kind names and per-requester ranking (DESIGN.md section 6). */
 #include "discovery/path.h"
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <string.h>
 
 static const char *const kind_names[KM_PATH_KIND_N] = {
@@ -69,4 +71,54 @@ size_t km_path_rank(const struct km_path *paths, size_t n, enum km_requester who
         }
     }
     return m;
+}
+
+enum {
+    SVC_PORT = 3,
+    SVC_IPV4HINT = 4,
+    SVC_IPV6HINT = 6,
+    SVC_KM_KIND = 65280, /* private-use key (RFC 9460 section 14.3.1) */
+};
+
+int km_path_svc_params(const struct km_path *p, struct km_buf *w)
+{
+    uint16_t port = 0;
+    uint8_t a4[4], a6[16];
+    bool v4 = false;
+    if (p->addr.ss_family == AF_INET) {
+        struct sockaddr_in sin;
+        memcpy(&sin, &p->addr, sizeof sin);
+        port = ntohs(sin.sin_port);
+        memcpy(a4, &sin.sin_addr, 4);
+        v4 = true;
+    } else if (p->addr.ss_family == AF_INET6) {
+        struct sockaddr_in6 sin6;
+        memcpy(&sin6, &p->addr, sizeof sin6);
+        port = ntohs(sin6.sin6_port);
+        if (IN6_IS_ADDR_V4MAPPED(&sin6.sin6_addr)) {
+            memcpy(a4, sin6.sin6_addr.s6_addr + 12, 4);
+            v4 = true;
+        } else {
+            memcpy(a6, sin6.sin6_addr.s6_addr, 16);
+        }
+    } else {
+        return KM_ERR_UNSUPPORTED;
+    }
+    const char *kind = km_path_kind_name(p->kind);
+    int r;
+    if (port != 0 && ((r = km_buf_put_u16(w, SVC_PORT)) != 0 || (r = km_buf_put_u16(w, 2)) != 0 ||
+                      (r = km_buf_put_u16(w, port)) != 0)) {
+        return r;
+    }
+    if (v4 ? ((r = km_buf_put_u16(w, SVC_IPV4HINT)) != 0 ||
+              (r = km_buf_put_string16(w, a4, sizeof a4)) != 0)
+           : ((r = km_buf_put_u16(w, SVC_IPV6HINT)) != 0 ||
+              (r = km_buf_put_string16(w, a6, sizeof a6)) != 0)) {
+        return r;
+    }
+    if ((r = km_buf_put_u16(w, SVC_KM_KIND)) != 0 ||
+        (r = km_buf_put_string16(w, kind, strlen(kind))) != 0) {
+        return r;
+    }
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <sys/socket.h>
 
+#include "core/buf.h"
 #include "core/err.h"
 #include "identity/key.h"
 
@@ -58,5 +59,11 @@ enum km_requester {
  * punched, relay. VPN: vpn, mapped, punched, relay, lan. Other: mapped, punched, relay
  * (link-local, lan and vpn addresses are useless to them and left out). */
 size_t km_path_rank(const struct km_path *paths, size_t n, enum km_requester who, size_t *order);
+
+/* Append the SVCB SvcParams of one path to w, keys in ascending order (RFC 9460 section 2.2):
+ * port (when set), ipv4hint or ipv6hint, and key65280 = the kind name (docs/DNS.md). 0, a
+ * km_buf error, or KM_ERR_UNSUPPORTED for an address family that cannot be hinted. The DNS
+ * server's answers and DNS UPDATE publishing both write paths this way. */
+int km_path_svc_params(const struct km_path *p, struct km_buf *w);
 
 #endif

@@ -1,13 +1,18 @@
 /* Unit tests for discovery/path.c: kind names both ways with hostile names, and the ranking
- * for each requester class (order, stability, exclusions). */
+ * for each requester class (order, stability, exclusions), and the SVCB SvcParams a path
+ * is written as. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
 #include <cmocka.h>
 
+#include "core/buf.h"
 #include "discovery/path.h"
 
 #define N_ITEMS(a) (sizeof(a) / sizeof((a)[0]))
@@ -119,13 +124,73 @@ static void test_rank_edges(void **state)
     assert_int_equal(order[2], 2);
 }
 
+static void svc_expect(const struct km_path *p, const uint8_t *want, size_t want_len)
+{
+    struct km_buf b;
+    km_buf_init(&b, 256);
+    assert_int_equal(km_path_svc_params(p, &b), 0);
+    assert_int_equal(km_buf_len(&b), want_len);
+    assert_memory_equal(km_buf_peek_ptr(&b), want, want_len);
+    km_buf_reset(&b);
+}
+
+static void test_svc_params(void **state)
+{
+    (void)state;
+    struct km_path p;
+    memset(&p, 0, sizeof p);
+
+    /* IPv4: port 15022 (0x3aae), ipv4hint 192.0.2.7, key65280 "lan". */
+    struct sockaddr_in sin = {.sin_family = AF_INET, .sin_port = htons(15022)};
+    inet_pton(AF_INET, "192.0.2.7", &sin.sin_addr);
+    memcpy(&p.addr, &sin, sizeof sin);
+    p.kind = KM_PATH_LAN;
+    static const uint8_t v4[] = {0, 3, 0, 2,    0x3a, 0xae, 0, 4,   0,   4,  192,
+                                 0, 2, 7, 0xff, 0,    0,    3, 'l', 'a', 'n'};
+    svc_expect(&p, v4, sizeof v4);
+
+    /* IPv4-mapped IPv6 is hinted as IPv4; no port means no port key. */
+    struct sockaddr_in6 sin6 = {.sin6_family = AF_INET6};
+    inet_pton(AF_INET6, "::ffff:192.0.2.7", &sin6.sin6_addr);
+    memcpy(&p.addr, &sin6, sizeof sin6);
+    p.kind = KM_PATH_VPN;
+    static const uint8_t mapped[] = {0, 4, 0, 4, 192, 0, 2, 7, 0xff, 0, 0, 3, 'v', 'p', 'n'};
+    svc_expect(&p, mapped, sizeof mapped);
+
+    /* IPv6: ipv6hint, kind "link-local". */
+    sin6.sin6_port = htons(1);
+    inet_pton(AF_INET6, "2001:db8::1", &sin6.sin6_addr);
+    memcpy(&p.addr, &sin6, sizeof sin6);
+    p.kind = KM_PATH_LINK_LOCAL;
+    static const uint8_t v6[] = {
+        0, 3, 0, 2, 0, 1, 0,    6, 0, 16, 0x20, 0x01, 0x0d, 0xb8, 0,   0,   0,   0,   0,   0,
+        0, 0, 0, 0, 0, 1, 0xff, 0, 0, 10, 'l',  'i',  'n',  'k',  '-', 'l', 'o', 'c', 'a', 'l'};
+    svc_expect(&p, v6, sizeof v6);
+
+    /* Unknown family: refused, nothing written. */
+    struct km_buf b;
+    km_buf_init(&b, 256);
+    p.addr.ss_family = AF_UNIX;
+    assert_int_equal(km_path_svc_params(&p, &b), KM_ERR_UNSUPPORTED);
+    assert_int_equal(km_buf_len(&b), 0);
+
+    /* Every too-small buffer fails with an error, never a partial success. */
+    memcpy(&p.addr, &sin, sizeof sin);
+    p.kind = KM_PATH_LAN;
+    for (size_t cap = 0; cap < sizeof v4; cap++) {
+        km_buf_reset(&b);
+        km_buf_init(&b, cap);
+        assert_int_not_equal(km_path_svc_params(&p, &b), 0);
+    }
+    km_buf_reset(&b);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_names_round_trip),
-        cmocka_unit_test(test_parse_hostile),
-        cmocka_unit_test(test_rank_table),
-        cmocka_unit_test(test_rank_edges),
+        cmocka_unit_test(test_names_round_trip), cmocka_unit_test(test_parse_hostile),
+        cmocka_unit_test(test_rank_table),       cmocka_unit_test(test_rank_edges),
+        cmocka_unit_test(test_svc_params),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
