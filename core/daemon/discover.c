@@ -45,6 +45,9 @@ struct gossip_sess {
     struct gossip_sess *next;
 };
 #define IFADDRS_REFRESH_MS 2000
+#define OWN_RECORD_LIFE_S 3600     /* validity of this node's signed path list */
+#define OWN_RECORD_RESIGN_S 1200   /* re-signed when a third of that is gone ... */
+#define OWN_RECORD_CHECK_MS 30000u /* ... or when its paths change, checked this often */
 
 /* A subnet of one of this machine's interfaces. */
 struct local_net {
@@ -70,6 +73,12 @@ struct km_discover {
     uint64_t gossip_rejected;
     uv_timer_t pub_timer; /* bounds the removal UPDATE at shutdown */
     bool pub_timer_init;
+    const struct km_key *key; /* borrowed from the daemon; signs this node's record */
+    uv_timer_t own_timer;
+    bool own_timer_init;
+    struct km_path own_paths[KM_ANNOUNCE_PATHS_MAX]; /* as last signed */
+    size_t n_own_paths;
+    uint64_t own_signed_s; /* unix time of the last signature; 0 = never */
     struct local_net nets[MAX_LOCAL_NETS];
     size_t n_nets;
     uint64_t nets_at_ms;
@@ -627,21 +636,34 @@ static void on_mdns_found(void *arg, const struct km_mdns_found *f)
 
 /* Sign this node's current paths and keep the record to send (gossip) and announce (mDNS).
  * The sequence number is the time in milliseconds: newer after every restart, no state on
- * disk. Returns 0 or a negative code. */
-static int sign_own_record(struct km_discover *d, const struct km_key *key)
+ * disk. Done again when the paths change or a third of the validity is gone, so the record
+ * peers hold never lapses while the node runs. force signs even when nothing changed.
+ * Returns 0, 1 when nothing needed signing, or a negative code. */
+static int sign_own_record(struct km_discover *d, bool force)
 {
     struct km_path paths[KM_ANNOUNCE_PATHS_MAX];
+    memset(paths, 0, sizeof paths);
     size_t n = self_paths(d, paths, KM_ANNOUNCE_PATHS_MAX);
-    struct km_buf b;
-    km_buf_init(&b, KM_ANNOUNCE_MAX);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
-    uint64_t seq = (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
-    uint64_t expires = (uint64_t)ts.tv_sec + 3600;
-    int r = km_announce_build(key, seq, expires, paths, n, &b);
+    uint64_t now_s = (uint64_t)ts.tv_sec;
+    bool same = n == d->n_own_paths && memcmp(paths, d->own_paths, n * sizeof paths[0]) == 0;
+    if (!force && same && d->own_signed_s != 0 && now_s < d->own_signed_s + OWN_RECORD_RESIGN_S) {
+        return 1;
+    }
+    struct km_buf b;
+    km_buf_init(&b, KM_ANNOUNCE_MAX);
+    uint64_t seq = now_s * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    uint64_t expires = now_s + OWN_RECORD_LIFE_S;
+    int r = km_announce_build(d->key, seq, expires, paths, n, &b);
     if (r == 0) {
         struct km_announce a = {.key = d->self, .seq = seq, .expires = expires};
         store_record(d, &a, km_buf_peek_ptr(&b), km_buf_len(&b));
+        memcpy(d->own_paths, paths, n * sizeof paths[0]);
+        d->n_own_paths = n;
+        d->own_signed_s = now_s;
+        KM_DEBUG("announce: signed this node's record (%zu path(s), seq %llu%s)", n,
+                 (unsigned long long)seq, same ? "" : ", paths changed");
     }
     km_buf_reset(&b);
     return r;
@@ -658,12 +680,42 @@ static int own_announcement(struct km_discover *d, char *out, size_t outsz)
     return KM_ERR_NOT_FOUND;
 }
 
+/* Re-sign if due, and hand a new record to mDNS (which announces it again). */
+static void refresh_own_record(struct km_discover *d)
+{
+    if (d->key == NULL || d->stopping) {
+        return;
+    }
+    int r = sign_own_record(d, false);
+    if (r < 0) {
+        KM_WARN_R(r, "announce: cannot sign this node's path list");
+        return;
+    }
+    char text[KM_ANNOUNCE_TEXT_MAX];
+    if (r == 0 && d->mdns != NULL && own_announcement(d, text, sizeof text) == 0 &&
+        (r = km_mdns_set_announcement(d->mdns, text)) != 0) {
+        KM_WARN_R(r, "mdns: cannot announce the new path list");
+    }
+}
+
+static void on_own_timer(uv_timer_t *t)
+{
+    refresh_own_record(t->data);
+}
+
 int km_discover_start_gossip(struct km_discover *d, const struct km_key *key)
 {
-    int r = sign_own_record(d, key);
+    d->key = key;
+    int r = sign_own_record(d, true);
     if (r != 0) {
         KM_WARN_R(r, "gossip: cannot sign this node's path list");
     }
+    if ((r = uv_timer_init(d->loop, &d->own_timer)) != 0) {
+        return r;
+    }
+    d->own_timer_init = true;
+    d->own_timer.data = d;
+    (void)uv_timer_start(&d->own_timer, on_own_timer, OWN_RECORD_CHECK_MS, OWN_RECORD_CHECK_MS);
     struct km_router_gossip g = {gossip_accept, gossip_conn_accepted, d};
     km_router_set_gossip(d->router, &g);
     return 0;
@@ -747,7 +799,9 @@ int km_discover_start_publish(struct km_discover *d, const char *state_dir)
 void km_discover_set_config(struct km_discover *d, const struct km_config *cfg)
 {
     d->cfg = cfg;
+    d->nets_valid = false; /* [vpn] interfaces may have changed what a path's kind is */
     load_config(d);
+    refresh_own_record(d);
 }
 
 int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_target *out)
@@ -819,7 +873,7 @@ void km_discover_stats(const struct km_discover *d, struct km_discover_stats *ou
     }
 }
 
-static void on_pub_timer_closed(uv_handle_t *h)
+static void on_timer_closed(uv_handle_t *h)
 {
     (void)h;
 }
@@ -829,7 +883,7 @@ static void pub_finish(struct km_discover *d)
     km_dnsupdate_close(d->pub);
     d->pub = NULL;
     if (d->pub_timer_init && !uv_is_closing((uv_handle_t *)&d->pub_timer)) {
-        uv_close((uv_handle_t *)&d->pub_timer, on_pub_timer_closed);
+        uv_close((uv_handle_t *)&d->pub_timer, on_timer_closed);
     }
 }
 
@@ -850,6 +904,9 @@ static void on_pub_timeout(uv_timer_t *t)
 void km_discover_stop(struct km_discover *d)
 {
     d->stopping = true;
+    if (d->own_timer_init && !uv_is_closing((uv_handle_t *)&d->own_timer)) {
+        uv_close((uv_handle_t *)&d->own_timer, on_timer_closed);
+    }
     while (d->gossips != NULL) {
         gossip_end(d->gossips);
     }

@@ -3,7 +3,7 @@
 # veth link, no [peer] configured, find each other by mDNS; then curl --socks5-hostname from A
 # reaches an HTTP server on B by B's FQDN (the dialer uses the mDNS path and checks B's host key
 # against the name); `keymesh resolve` shows the learned path; avahi-browse (when a private avahi
-# can run) is covered by mdns.sh. Everything is created here and deleted on every exit.
+# can run) is covered by mdns.sh. A new address on B reaches A in a re-signed record. Everything is created here and deleted on every exit.
 source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "lan: needs root for network namespaces"; exit 1; }
 NA=km-lan-$$-a NB=km-lan-$$-b IA=kmln$$a IB=kmln$$b
@@ -40,7 +40,7 @@ enabled = false
 EOF
 cat >"$B/keymesh.conf" <<EOF
 [mesh]
-listen = 192.0.2.2:15022
+listen = 0.0.0.0:15022
 expose = 8000
 allow_unknown = true
 [socks5]
@@ -74,6 +74,18 @@ check "the forged record is rejected and counted" waitfor 5 sh -c \
     "ip netns exec $NA '$KM' status --dir '$A' --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[\"dns\"]; sys.exit(0 if d[\"announcements_rejected\"] >= 1 else 1)'"
 check "... and the real one was taken" sh -c \
     "ip netns exec $NA '$KM' status --dir '$A' --json | python3 -c 'import json,sys; d=json.load(sys.stdin)[\"dns\"]; sys.exit(0 if d[\"announcements_accepted\"] >= 1 else 1)'"
+# B listens on the IPv4 wildcard, so its signed path list is every IPv4 address it has. A new
+# address and a reload make B sign a new record, which mDNS announces again and A takes.
+accepted() {
+    ip netns exec "$NA" "$KM" status --dir "$A" --json |
+        python3 -c 'import json,sys; print(json.load(sys.stdin)["dns"]["announcements_accepted"])'
+}
+ACC0=$(accepted)
+ip -n "$NB" addr add 198.51.100.2/24 dev "$IB"
+kill -HUP "$PB"
+check "after B's reload A knows B's new address" waitfor 10 sh -c \
+    "ip netns exec $NA '$KM' resolve --dir '$A' --json $IDB.mesh.internal | grep -q '198.51.100.2'"
+check "... from a newly signed record (accepted $ACC0 -> $(accepted))" test "$(accepted)" -gt "$ACC0"
 kill -TERM "$PA" "$PB"
 wait "$PA"; RA=$?
 wait "$PB"; RB=$?
