@@ -194,6 +194,16 @@ int km_peers_set_config(struct km_peers *p, const struct km_pubkey *key,
     return 0;
 }
 
+void km_peers_clear_config(struct km_peers *p)
+{
+    for (size_t i = 0; p != NULL && i < p->n; i++) {
+        struct peer *e = p->v[i];
+        memset(e->cfg, 0, sizeof e->cfg);
+        e->n_cfg = 0;
+        e->configured = false;
+    }
+}
+
 int km_peers_accept(struct km_peers *p, const struct km_announce *a, enum km_path_source src,
                     uint64_t now_unix, uint64_t now_ms)
 {

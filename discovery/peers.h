@@ -66,6 +66,11 @@ void km_peers_free(struct km_peers *p);
 KM_MUST_CHECK int km_peers_set_config(struct km_peers *p, const struct km_pubkey *key,
                                       const struct km_path *paths, size_t n);
 
+/* Forget every configured path and unmark every key as configured, so that a reload can set
+ * the configuration afresh: a peer removed from the file loses its paths and becomes
+ * sweepable; what was announced or learned for it stays. */
+void km_peers_clear_config(struct km_peers *p);
+
 /* Offer a verified announcement (from km_announce_parse) received through src. If its
  * sequence number is above the last accepted for its key, its paths replace that key's
  * announced paths (configured and learned ones are kept) with source src, expiring with the

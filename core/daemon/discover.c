@@ -186,6 +186,7 @@ static int conf_sockaddr(const struct km_conf_addr *a, struct sockaddr_storage *
 static void load_config(struct km_discover *d)
 {
     const struct km_config *c = d->cfg;
+    km_peers_clear_config(d->peers); /* a reload may have dropped or changed peers */
     for (size_t i = 0; i < c->n_peers; i++) {
         const struct km_config_peer *p = &c->peers[i];
         struct km_path paths[KM_CONFIG_MAX_PEER_ADDRS];

@@ -237,6 +237,37 @@ static void test_config_survives(void **state)
     km_peers_free(p);
 }
 
+/* A reload: clear, then set again. A peer still configured keeps only its new paths; one
+ * dropped from the file keeps what it announced until that expires, then is swept. */
+static void test_config_reload(void **state)
+{
+    (void)state;
+    struct km_peers *p = km_peers_new(0);
+    assert_non_null(p);
+    struct km_pubkey kept = key(4), dropped = key(5);
+    struct km_path a = v4(KM_PATH_LAN, "10.0.0.4", 1), b = v4(KM_PATH_LAN, "10.0.0.5", 2);
+    assert_int_equal(km_peers_set_config(p, &kept, &a, 1), 0);
+    assert_int_equal(km_peers_set_config(p, &dropped, &b, 1), 0);
+    struct km_path ann = v4(KM_PATH_MAPPED, "198.51.100.5", 3);
+    struct km_announce an = announce(&dropped, 1, NOW_UNIX + 10, &ann, 1);
+    assert_int_equal(km_peers_accept(p, &an, KM_PATH_SRC_GOSSIP, NOW_UNIX, NOW_MS), 0);
+
+    km_peers_clear_config(p);
+    struct km_path a2 = v4(KM_PATH_LAN, "10.0.0.4", 7);
+    assert_int_equal(km_peers_set_config(p, &kept, &a2, 1), 0);
+    assert_ports(p, &kept, NOW_MS, (const uint16_t[]){7}, 1);
+    assert_ports(p, &dropped, NOW_MS, (const uint16_t[]){3}, 1);
+
+    uint64_t later = NOW_MS + 365ull * 24 * 3600 * 1000;
+    (void)km_peers_sweep(p, later);
+    struct km_peers_stats st;
+    km_peers_stats(p, &st);
+    assert_int_equal(st.n_keys, 1);
+    assert_ports(p, &kept, later, (const uint16_t[]){7}, 1);
+    km_peers_clear_config(NULL); /* accepted, does nothing */
+    km_peers_free(p);
+}
+
 static void test_dedup_and_report(void **state)
 {
     (void)state;
@@ -470,6 +501,7 @@ int main(void)
         cmocka_unit_test(test_accept_replay_newer),
         cmocka_unit_test(test_parse_errors_counted),
         cmocka_unit_test(test_config_survives),
+        cmocka_unit_test(test_config_reload),
         cmocka_unit_test(test_dedup_and_report),
         cmocka_unit_test(test_learn_and_sweep),
         cmocka_unit_test(test_limits),
