@@ -90,6 +90,7 @@ struct km_dns_stats {
     uint64_t queries;
     uint64_t dropped; /* malformed beyond an answer, or rate limited */
     uint64_t rate_limited;
+    uint64_t cache_hits; /* UDP answers reused from the packet cache (docs/DNS.md) */
 };
 void km_dns_server_stats(const struct km_dns_server *s, struct km_dns_stats *out);
 

@@ -3,7 +3,13 @@
  *
  * Owner recovery is through handle->data everywhere in this file (STYLE.md section 8). The
  * server is freed only once its own two handles have closed and every connection object
- * (which points back to it) has been freed. */
+ * (which points back to it) has been freed.
+ *
+ * UDP answers go through a small packet cache (as PowerDNS's authoritative server does): the
+ * same query bytes (ID aside) from the same source address within PC_TTL_MS get the same
+ * answer bytes with the query's ID, without parsing or building. km_dns_answer is a pure
+ * function of those inputs and the backend's state, so the only cost is that a change in the
+ * peer table shows up to PC_TTL_MS late, far inside the records' own TTL. */
 #include "discovery/dns.h"
 
 #include <errno.h>
@@ -24,6 +30,20 @@
 #define RL_WAYS 4
 #define RL_TABLE_MIN 16u
 #define RL_TABLE_MAX 65536u
+#define PC_SLOTS 128u     /* direct-mapped by keyed SipHash; allocated on first use */
+#define PC_TTL_MS 1000u   /* how long a cached answer is reused */
+#define PC_QUERY_MAX 256u /* longer queries are not cached (typical: 30-60 bytes) */
+#define PC_ANSWER_MAX 512u
+
+/* One cached UDP answer. src is the requester's address (family, address, scope) since the
+ * SVCB ranking depends on it; q is the query without its ID, a the answer without its ID. */
+struct pc_entry {
+    uint64_t at_ms; /* 0 = empty */
+    uint8_t src[21];
+    uint16_t q_len, a_len;
+    uint8_t q[PC_QUERY_MAX];
+    uint8_t a[PC_ANSWER_MAX];
+};
 
 struct rl_entry {
     uint8_t key[16];  /* IPv4 address (mapped) or IPv6 /64 */
@@ -71,9 +91,10 @@ struct km_dns_server {
     struct km_dns_stats stats;
     struct rl_entry *rl;
     size_t rl_sets;
-    uint8_t rl_hash_key[crypto_shorthash_KEYBYTES];
-    uint8_t ubuf[65536];         /* one datagram at a time (no recvmmsg) */
-    uint8_t obuf[TCP_FRAME_MAX]; /* one answer at a time */
+    uint8_t rl_hash_key[crypto_shorthash_KEYBYTES]; /* also keys the packet cache */
+    struct pc_entry *pc;                            /* PC_SLOTS entries, or NULL */
+    uint8_t ubuf[65536];                            /* one datagram at a time (no recvmmsg) */
+    uint8_t obuf[TCP_FRAME_MAX];                    /* one answer at a time */
 };
 
 /* ---- rate limiting ---- */
@@ -149,6 +170,7 @@ static void server_maybe_free(struct km_dns_server *s)
 {
     if (s->closing && s->pending_closes == 0 && s->conns_alive == 0) {
         free(s->rl);
+        free(s->pc);
         free(s);
     }
 }
@@ -196,6 +218,70 @@ static void conn_close(struct conn *c)
 
 /* ---- UDP ---- */
 
+/* ---- UDP packet cache ---- */
+
+static void pc_src(const struct sockaddr *sa, uint8_t src[21])
+{
+    memset(src, 0, 21);
+    src[0] = (uint8_t)sa->sa_family;
+    if (sa->sa_family == AF_INET) {
+        const struct sockaddr_in *sin = (const struct sockaddr_in *)(const void *)sa;
+        memcpy(src + 1, &sin->sin_addr, 4);
+    } else if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *sin6 = (const struct sockaddr_in6 *)(const void *)sa;
+        memcpy(src + 1, &sin6->sin6_addr, 16);
+        memcpy(src + 17, &sin6->sin6_scope_id, 4);
+    }
+}
+
+/* The slot for (src, query without ID); NULL when the query cannot be cached. */
+static struct pc_entry *pc_slot(struct km_dns_server *s, const uint8_t src[21], const uint8_t *q,
+                                size_t len)
+{
+    if (len <= 2 || len - 2 > PC_QUERY_MAX) {
+        return NULL;
+    }
+    if (s->pc == NULL && (s->pc = calloc(PC_SLOTS, sizeof *s->pc)) == NULL) {
+        return NULL;
+    }
+    uint8_t key[21 + PC_QUERY_MAX];
+    memcpy(key, src, 21);
+    memcpy(key + 21, q + 2, len - 2);
+    uint8_t h[crypto_shorthash_BYTES];
+    crypto_shorthash(h, key, 21 + (len - 2), s->rl_hash_key);
+    uint32_t hv = (uint32_t)h[0] | (uint32_t)h[1] << 8 | (uint32_t)h[2] << 16;
+    return &s->pc[hv % PC_SLOTS];
+}
+
+/* A fresh cached answer to q from src, written to s->obuf with q's ID. Returns its length or
+ * 0 on a miss. */
+static size_t pc_lookup(struct km_dns_server *s, struct pc_entry *e, const uint8_t src[21],
+                        const uint8_t *q, size_t len, uint64_t now_ms)
+{
+    if (e == NULL || e->at_ms == 0 || now_ms - e->at_ms >= PC_TTL_MS || e->q_len != len - 2 ||
+        memcmp(e->src, src, 21) != 0 || memcmp(e->q, q + 2, len - 2) != 0) {
+        return 0;
+    }
+    s->obuf[0] = q[0];
+    s->obuf[1] = q[1];
+    memcpy(s->obuf + 2, e->a, e->a_len);
+    return (size_t)e->a_len + 2;
+}
+
+static void pc_store(struct pc_entry *e, const uint8_t src[21], const uint8_t *q, size_t len,
+                     const uint8_t *a, size_t a_len, uint64_t now_ms)
+{
+    if (e == NULL || a_len <= 2 || a_len - 2 > PC_ANSWER_MAX) {
+        return;
+    }
+    e->at_ms = now_ms == 0 ? 1 : now_ms;
+    memcpy(e->src, src, 21);
+    e->q_len = (uint16_t)(len - 2);
+    memcpy(e->q, q + 2, len - 2);
+    e->a_len = (uint16_t)(a_len - 2);
+    memcpy(e->a, a + 2, a_len - 2);
+}
+
 static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct km_dns_server *s = h->data;
@@ -227,13 +313,23 @@ static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const stru
         s->stats.dropped++;
         return;
     }
-    struct km_buf out;
-    km_buf_init_fixed(&out, s->obuf, sizeof s->obuf);
-    if (km_dns_answer(&s->o, &s->b, s->ubuf, (size_t)nread, addr, false, &out) != 0) {
-        s->stats.dropped++;
-        return;
+    uint64_t now = uv_now(s->loop);
+    uint8_t src[21];
+    pc_src(addr, src);
+    struct pc_entry *e = pc_slot(s, src, s->ubuf, (size_t)nread);
+    size_t len = pc_lookup(s, e, src, s->ubuf, (size_t)nread, now);
+    if (len > 0) {
+        s->stats.cache_hits++;
+    } else {
+        struct km_buf out;
+        km_buf_init_fixed(&out, s->obuf, sizeof s->obuf);
+        if (km_dns_answer(&s->o, &s->b, s->ubuf, (size_t)nread, addr, false, &out) != 0) {
+            s->stats.dropped++;
+            return;
+        }
+        len = km_buf_len(&out);
+        pc_store(e, src, s->ubuf, (size_t)nread, s->obuf, len, now);
     }
-    size_t len = km_buf_len(&out);
     uv_buf_t ob = uv_buf_init((char *)s->obuf, (unsigned)len);
     int r = uv_udp_try_send(&s->udp, &ob, 1, addr);
     if (r >= 0) {
@@ -527,8 +623,8 @@ int km_dns_server_new(uv_loop_t *loop, const struct sockaddr *addr, const struct
             free(s);
             return -ENOMEM;
         }
-        randombytes_buf(s->rl_hash_key, sizeof s->rl_hash_key);
     }
+    randombytes_buf(s->rl_hash_key, sizeof s->rl_hash_key);
     int ufd = -1, tfd = -1;
     int r = bind_pair(addr, &ufd, &tfd, &s->port);
     if (r != 0) {

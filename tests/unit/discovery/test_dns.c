@@ -888,6 +888,78 @@ static void test_server_udp_tcp(void **state)
     stop(s);
 }
 
+/* One UDP query and its answer (waits for it). */
+static size_t udp_ask(int u, const uint8_t *q, size_t qlen, uint8_t *buf, size_t cap)
+{
+    assert_int_equal(send(u, q, qlen, 0), (ssize_t)qlen);
+    ssize_t r = -1;
+    for (int i = 0; i < 200 && r < 0; i++) {
+        run_for(2);
+        r = recv(u, buf, cap, MSG_DONTWAIT);
+    }
+    assert_true(r > 12);
+    return (size_t)r;
+}
+
+static size_t svcb_count(const uint8_t *buf, size_t len)
+{
+    ldns_pkt *p = NULL;
+    assert_int_equal(ldns_wire2pkt(&p, buf, len), LDNS_STATUS_OK);
+    size_t n = ldns_pkt_ancount(p);
+    ldns_pkt_free(p);
+    return n;
+}
+
+/* The UDP packet cache: the same query from the same source is answered from the cache with
+ * its own ID; a different query is not; a change in the backend shows after PC_TTL_MS. */
+static void test_server_packet_cache(void **state)
+{
+    (void)state;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct km_dns_opts o;
+    km_dns_opts_default(&o);
+    struct km_dns_server *s = start(&o);
+    int u = client(SOCK_DGRAM, km_dns_server_port(s));
+    size_t saved = many_paths;
+    many_paths = 2;
+    size_t qlen = 0;
+    uint8_t *q = make_query(FQDN2, LDNS_RR_TYPE_SVCB, 1232, &qlen);
+    static uint8_t a1[4096], a2[4096];
+    size_t l1 = udp_ask(u, q, qlen, a1, sizeof a1);
+    assert_int_equal(svcb_count(a1, l1), 2);
+    q[0] = 0xbe; /* a new ID, otherwise the same query */
+    q[1] = 0xef;
+    many_paths = 3; /* not seen until the cached answer is older than PC_TTL_MS */
+    size_t l2 = udp_ask(u, q, qlen, a2, sizeof a2);
+    assert_int_equal(l2, l1);
+    assert_int_equal(a2[0], 0xbe);
+    assert_int_equal(a2[1], 0xef);
+    assert_memory_equal(a2 + 2, a1 + 2, l1 - 2);
+    struct km_dns_stats st;
+    km_dns_server_stats(s, &st);
+    assert_int_equal(st.cache_hits, 1);
+
+    /* Another type is another entry. */
+    size_t tlen = 0;
+    uint8_t *tq = make_query(FQDN2, LDNS_RR_TYPE_TXT, 1232, &tlen);
+    (void)udp_ask(u, tq, tlen, a2, sizeof a2);
+    km_dns_server_stats(s, &st);
+    assert_int_equal(st.cache_hits, 1);
+
+    run_for(1100);
+    l2 = udp_ask(u, q, qlen, a2, sizeof a2);
+    assert_int_equal(svcb_count(a2, l2), 3);
+    km_dns_server_stats(s, &st);
+    assert_int_equal(st.cache_hits, 1);
+    assert_int_equal(st.queries, 4);
+
+    many_paths = saved;
+    close(u);
+    free(tq);
+    free(q);
+    stop(s);
+}
+
 static void test_server_rate_limit(void **state)
 {
     (void)state;
@@ -1156,6 +1228,7 @@ int main(int argc, char **argv)
         cmocka_unit_test(test_edns_sizes),
         cmocka_unit_test(test_edns_badvers),
         cmocka_unit_test(test_server_udp_tcp),
+        cmocka_unit_test(test_server_packet_cache),
         cmocka_unit_test(test_server_rate_limit),
         cmocka_unit_test(test_server_tcp_limits),
         cmocka_unit_test(test_server_bind_errors),
