@@ -30,19 +30,18 @@
 #define RL_WAYS 4
 #define RL_TABLE_MIN 16u
 #define RL_TABLE_MAX 65536u
-#define PC_SLOTS 128u     /* direct-mapped by keyed SipHash; allocated on first use */
+#define PC_SLOTS 1024u    /* direct-mapped by keyed SipHash; table allocated on first use */
 #define PC_TTL_MS 1000u   /* how long a cached answer is reused */
 #define PC_QUERY_MAX 256u /* longer queries are not cached (typical: 30-60 bytes) */
 #define PC_ANSWER_MAX 512u
 
 /* One cached UDP answer. src is the requester's address (family, address, scope) since the
- * SVCB ranking depends on it; q is the query without its ID, a the answer without its ID. */
+ * SVCB ranking depends on it; blob holds the query then the answer, both without their ID. */
 struct pc_entry {
     uint64_t at_ms; /* 0 = empty */
     uint8_t src[21];
     uint16_t q_len, a_len;
-    uint8_t q[PC_QUERY_MAX];
-    uint8_t a[PC_ANSWER_MAX];
+    uint8_t *blob; /* owned; q_len + a_len bytes */
 };
 
 struct rl_entry {
@@ -170,6 +169,9 @@ static void server_maybe_free(struct km_dns_server *s)
 {
     if (s->closing && s->pending_closes == 0 && s->conns_alive == 0) {
         free(s->rl);
+        for (size_t i = 0; s->pc != NULL && i < PC_SLOTS; i++) {
+            free(s->pc[i].blob);
+        }
         free(s->pc);
         free(s);
     }
@@ -255,16 +257,16 @@ static struct pc_entry *pc_slot(struct km_dns_server *s, const uint8_t src[21], 
 
 /* A fresh cached answer to q from src, written to s->obuf with q's ID. Returns its length or
  * 0 on a miss. */
-static size_t pc_lookup(struct km_dns_server *s, struct pc_entry *e, const uint8_t src[21],
+static size_t pc_lookup(struct km_dns_server *s, const struct pc_entry *e, const uint8_t src[21],
                         const uint8_t *q, size_t len, uint64_t now_ms)
 {
     if (e == NULL || e->at_ms == 0 || now_ms - e->at_ms >= PC_TTL_MS || e->q_len != len - 2 ||
-        memcmp(e->src, src, 21) != 0 || memcmp(e->q, q + 2, len - 2) != 0) {
+        memcmp(e->src, src, 21) != 0 || memcmp(e->blob, q + 2, len - 2) != 0) {
         return 0;
     }
     s->obuf[0] = q[0];
     s->obuf[1] = q[1];
-    memcpy(s->obuf + 2, e->a, e->a_len);
+    memcpy(s->obuf + 2, e->blob + e->q_len, e->a_len);
     return (size_t)e->a_len + 2;
 }
 
@@ -274,12 +276,18 @@ static void pc_store(struct pc_entry *e, const uint8_t src[21], const uint8_t *q
     if (e == NULL || a_len <= 2 || a_len - 2 > PC_ANSWER_MAX) {
         return;
     }
+    size_t need = (len - 2) + (a_len - 2);
+    uint8_t *blob = (size_t)e->q_len + e->a_len >= need ? e->blob : realloc(e->blob, need);
+    if (blob == NULL) {
+        return; /* the old entry stays valid */
+    }
+    e->blob = blob;
     e->at_ms = now_ms == 0 ? 1 : now_ms;
     memcpy(e->src, src, 21);
     e->q_len = (uint16_t)(len - 2);
-    memcpy(e->q, q + 2, len - 2);
     e->a_len = (uint16_t)(a_len - 2);
-    memcpy(e->a, a + 2, a_len - 2);
+    memcpy(e->blob, q + 2, e->q_len);
+    memcpy(e->blob + e->q_len, a + 2, e->a_len);
 }
 
 static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
