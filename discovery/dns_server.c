@@ -30,6 +30,10 @@
 #define RL_WAYS 4
 #define RL_TABLE_MIN 16u
 #define RL_TABLE_MAX 65536u
+#define UDP_MMSG_CHUNKS                                                 \
+    8u /* datagrams per recvmmsg; each chunk is libuv's 64 KiB maximum, \
+        * but only the pages a datagram touches become resident */
+#define UDP_CHUNK 65536u
 #define PC_SLOTS 1024u    /* direct-mapped by keyed SipHash; table allocated on first use */
 #define PC_TTL_MS 1000u   /* how long a cached answer is reused */
 #define PC_QUERY_MAX 256u /* longer queries are not cached (typical: 30-60 bytes) */
@@ -92,8 +96,8 @@ struct km_dns_server {
     size_t rl_sets;
     uint8_t rl_hash_key[crypto_shorthash_KEYBYTES]; /* also keys the packet cache */
     struct pc_entry *pc;                            /* PC_SLOTS entries, or NULL */
-    uint8_t ubuf[65536];                            /* one datagram at a time (no recvmmsg) */
-    uint8_t obuf[TCP_FRAME_MAX];                    /* one answer at a time */
+    uint8_t *mbuf; /* UDP_MMSG_CHUNKS datagram-sized chunks for recvmmsg (libuv splits it) */
+    uint8_t obuf[TCP_FRAME_MAX]; /* one answer at a time */
 };
 
 /* ---- rate limiting ---- */
@@ -165,15 +169,21 @@ static bool rl_allow(struct km_dns_server *s, const struct sockaddr *from, uint6
 
 /* ---- lifetime ---- */
 
+static void server_free(struct km_dns_server *s)
+{
+    free(s->rl);
+    for (size_t i = 0; s->pc != NULL && i < PC_SLOTS; i++) {
+        free(s->pc[i].blob);
+    }
+    free(s->pc);
+    free(s->mbuf);
+    free(s);
+}
+
 static void server_maybe_free(struct km_dns_server *s)
 {
     if (s->closing && s->pending_closes == 0 && s->conns_alive == 0) {
-        free(s->rl);
-        for (size_t i = 0; s->pc != NULL && i < PC_SLOTS; i++) {
-            free(s->pc[i].blob);
-        }
-        free(s->pc);
-        free(s);
+        server_free(s);
     }
 }
 
@@ -294,7 +304,7 @@ static void udp_alloc(uv_handle_t *h, size_t suggested, uv_buf_t *buf)
 {
     struct km_dns_server *s = h->data;
     (void)suggested;
-    *buf = uv_buf_init((char *)s->ubuf, sizeof s->ubuf);
+    *buf = uv_buf_init((char *)s->mbuf, UDP_MMSG_CHUNKS * UDP_CHUNK);
 }
 
 static void udp_sent(uv_udp_send_t *req, int status)
@@ -307,7 +317,7 @@ static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const stru
                      unsigned flags)
 {
     struct km_dns_server *s = h->data;
-    (void)buf;
+    const uint8_t *q = (const uint8_t *)buf->base; /* this datagram's chunk */
     if (s->closing || nread < 0 || addr == NULL || (nread == 0 && addr == NULL)) {
         return;
     }
@@ -324,19 +334,19 @@ static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const stru
     uint64_t now = uv_now(s->loop);
     uint8_t src[21];
     pc_src(addr, src);
-    struct pc_entry *e = pc_slot(s, src, s->ubuf, (size_t)nread);
-    size_t len = pc_lookup(s, e, src, s->ubuf, (size_t)nread, now);
+    struct pc_entry *e = pc_slot(s, src, q, (size_t)nread);
+    size_t len = pc_lookup(s, e, src, q, (size_t)nread, now);
     if (len > 0) {
         s->stats.cache_hits++;
     } else {
         struct km_buf out;
         km_buf_init_fixed(&out, s->obuf, sizeof s->obuf);
-        if (km_dns_answer(&s->o, &s->b, s->ubuf, (size_t)nread, addr, false, &out) != 0) {
+        if (km_dns_answer(&s->o, &s->b, q, (size_t)nread, addr, false, &out) != 0) {
             s->stats.dropped++;
             return;
         }
         len = km_buf_len(&out);
-        pc_store(e, src, s->ubuf, (size_t)nread, s->obuf, len, now);
+        pc_store(e, src, q, (size_t)nread, s->obuf, len, now);
     }
     uv_buf_t ob = uv_buf_init((char *)s->obuf, (unsigned)len);
     int r = uv_udp_try_send(&s->udp, &ob, 1, addr);
@@ -614,6 +624,11 @@ int km_dns_server_new(uv_loop_t *loop, const struct sockaddr *addr, const struct
     if (s == NULL) {
         return -ENOMEM;
     }
+    s->mbuf = malloc(UDP_MMSG_CHUNKS * UDP_CHUNK);
+    if (s->mbuf == NULL) {
+        free(s);
+        return -ENOMEM;
+    }
     s->loop = loop;
     s->o = *o;
     if (b != NULL) {
@@ -628,7 +643,7 @@ int km_dns_server_new(uv_loop_t *loop, const struct sockaddr *addr, const struct
         s->rl_sets = n / RL_WAYS;
         s->rl = calloc(s->rl_sets * RL_WAYS, sizeof *s->rl);
         if (s->rl == NULL) {
-            free(s);
+            server_free(s);
             return -ENOMEM;
         }
     }
@@ -636,18 +651,17 @@ int km_dns_server_new(uv_loop_t *loop, const struct sockaddr *addr, const struct
     int ufd = -1, tfd = -1;
     int r = bind_pair(addr, &ufd, &tfd, &s->port);
     if (r != 0) {
-        free(s->rl);
-        free(s);
+        server_free(s);
         return r;
     }
     /* From here on the handles own the descriptors; failures close through the loop. */
     s->udp.data = s;
     s->tcp.data = s;
-    if ((r = uv_udp_init(loop, &s->udp)) != 0) {
+    /* recvmmsg: a burst of queries costs one system call, not one each. */
+    if ((r = uv_udp_init_ex(loop, &s->udp, AF_UNSPEC | UV_UDP_RECVMMSG)) != 0) {
         close(ufd);
         close(tfd);
-        free(s->rl);
-        free(s);
+        server_free(s);
         return r;
     }
     s->pending_closes++;
