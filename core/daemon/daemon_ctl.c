@@ -108,14 +108,15 @@ static json_t *discovery_json(const struct km_daemon *d)
                       ? json_null()
                       : json_pack("{s:I, s:I, s:s}", "ok", (json_int_t)s.publish_ok, "failed",
                                   (json_int_t)s.publish_failed, "last", s.publish_last);
-    return json_pack(
-        "{s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:I, s:I}", "queries", (json_int_t)s.dns_queries,
-        "dropped", (json_int_t)s.dns_dropped, "known_keys", (json_int_t)s.known_keys,
-        "announcements_accepted", (json_int_t)s.announce_accepted, "announcements_rejected",
-        (json_int_t)s.announce_rejected, "listen",
-        addr_list(d->cfg->dns_listen, d->cfg->n_dns_listen, d->cfg->dns_enabled), "publish",
-        pub != NULL ? pub : json_null(), "mdns_sockets", (json_int_t)s.mdns_sockets, "mdns_found",
-        (json_int_t)s.mdns_found, "gossip_accepted", (json_int_t)s.gossip_accepted);
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o, s:I, s:I, s:I}", "queries",
+                     (json_int_t)s.dns_queries, "dropped", (json_int_t)s.dns_dropped, "cache_hits",
+                     (json_int_t)s.dns_cache_hits, "known_keys", (json_int_t)s.known_keys,
+                     "announcements_accepted", (json_int_t)s.announce_accepted,
+                     "announcements_rejected", (json_int_t)s.announce_rejected, "listen",
+                     addr_list(d->cfg->dns_listen, d->cfg->n_dns_listen, d->cfg->dns_enabled),
+                     "publish", pub != NULL ? pub : json_null(), "mdns_sockets",
+                     (json_int_t)s.mdns_sockets, "mdns_found", (json_int_t)s.mdns_found,
+                     "gossip_accepted", (json_int_t)s.gossip_accepted);
 }
 
 static json_t *status_json(const struct km_daemon *d)

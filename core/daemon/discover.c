@@ -851,6 +851,7 @@ void km_discover_stats(const struct km_discover *d, struct km_discover_stats *ou
             km_dns_server_stats(d->dns[i], &s);
             out->dns_queries += s.queries;
             out->dns_dropped += s.dropped;
+            out->dns_cache_hits += s.cache_hits;
         }
     }
     struct km_peers_stats ps;

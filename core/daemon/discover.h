@@ -56,6 +56,7 @@ size_t km_discover_paths(struct km_discover *d, const struct km_pubkey *key, str
 struct km_discover_stats {
     uint64_t dns_queries;
     uint64_t dns_dropped;
+    uint64_t dns_cache_hits; /* UDP answers from the packet cache */
     size_t known_keys;
     uint64_t announce_accepted;
     uint64_t announce_rejected;

@@ -107,6 +107,14 @@ else
     bad "unbound is not installed (scripts/deps.sh installs it)"
 fi
 
+# The UDP packet cache: the same query (no cookie, so the bytes repeat; dig picks a new ID)
+# twice within a second is answered from the cache, with the right answer and ID.
+hits() { "$KM" status --dir "$A" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["dns"]["cache_hits"])'; }
+H0=$(hits)
+"${D[@]}" +nocookie +short "$B_ID.$S" AAAA >/dev/null
+check "a repeated query is answered from the cache, correctly" \
+    test "$("${D[@]}" +nocookie +short "$B_ID.$S" AAAA)" = "$B_VIP"
+check "... and counted (cache_hits $H0 -> $(hits))" test "$(hits)" -gt "$H0"
 "$KM" status --dir "$A" --json > "$T/st.json"
 check "status counts DNS queries" python3 -c '
 import json,sys; s=json.load(open(sys.argv[1])); assert s["dns"]["queries"] >= 10, s["dns"]' "$T/st.json"
