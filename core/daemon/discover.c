@@ -20,6 +20,7 @@
 #include "discovery/mdns.h"
 #include "discovery/peers.h"
 #include "identity/derive.h"
+#include "proto/mesh.h"
 
 #define MAX_LOCAL_NETS 64
 #define GOSSIP_STORE 64              /* signed records kept for passing on */
@@ -616,6 +617,46 @@ static void gossip_conn_accepted(void *arg, struct km_ssh_conn *c)
     }
 }
 
+struct connected {
+    struct km_pubkey keys[GOSSIP_SEND_MAX];
+    size_t n;
+};
+
+static void collect_connected(void *arg, const struct km_mesh_peer_info *info)
+{
+    struct connected *c = arg;
+    if (c->n < GOSSIP_SEND_MAX && strcmp(info->state, "connected") == 0) {
+        c->keys[c->n++] = info->key;
+    }
+}
+
+/* A newly signed own record: offer it at once to every peer we have a session with, so a
+ * change of paths does not wait for the next session. */
+static void gossip_push(struct km_discover *d)
+{
+    struct km_mesh *m = km_router_mesh(d->router);
+    if (m == NULL || d->stopping) {
+        return;
+    }
+    struct connected c = {.n = 0};
+    km_mesh_foreach(m, collect_connected, &c);
+    for (size_t i = 0; i < c.n; i++) {
+        struct gossip_open *o = malloc(sizeof *o);
+        if (o == NULL) {
+            return;
+        }
+        o->d = d;
+        o->peer = c.keys[i];
+        struct km_mesh_req *req;
+        if (km_mesh_open(m, &c.keys[i], KM_GOSSIP_HOST, 1, on_gossip_open, o, &req) != 0) {
+            free(o);
+        }
+    }
+    if (c.n > 0) {
+        KM_DEBUG("gossip: offered the new record to %zu connected peer(s)", c.n);
+    }
+}
+
 /* ---- mDNS ---- */
 
 static void on_mdns_found(void *arg, const struct km_mdns_found *f)
@@ -691,6 +732,9 @@ static void refresh_own_record(struct km_discover *d)
     if (r < 0) {
         KM_WARN_R(r, "announce: cannot sign this node's path list");
         return;
+    }
+    if (r == 0) {
+        gossip_push(d);
     }
     char text[KM_ANNOUNCE_TEXT_MAX];
     if (r == 0 && d->mdns != NULL && own_announcement(d, text, sizeof text) == 0 &&

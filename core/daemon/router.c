@@ -575,6 +575,11 @@ void km_router_set_mesh(struct km_router *r, struct km_mesh *mesh)
     r->mesh = mesh;
 }
 
+struct km_mesh *km_router_mesh(const struct km_router *r)
+{
+    return r->mesh;
+}
+
 void km_router_set_config(struct km_router *r, const struct km_config *cfg)
 {
     r->cfg = cfg;

@@ -47,6 +47,9 @@ struct km_router_gossip {
 };
 void km_router_set_gossip(struct km_router *r, const struct km_router_gossip *g);
 
+/* The mesh set with km_router_set_mesh, or NULL. */
+struct km_mesh *km_router_mesh(const struct km_router *r);
+
 /* The egress interface for front-ends. */
 struct km_egress *km_router_egress(struct km_router *r);
 

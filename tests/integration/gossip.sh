@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Signed announcements travel over SSH: C dials B, B dials... A dials B; A never configured
 # C's address, yet learns it from C's record that B passes on (verified by C's key), and
-# reaches C by FQDN. Records are counted; A's own record is not taken back.
+# reaches C by FQDN. Records are counted; A's own record is not taken back. A record C signs
+# again after a change of paths reaches A down the sessions already open.
 source "$(dirname "$0")/lib.sh"
 A=$T/a B=$T/b C=$T/c
 for d in "$A" "$B" "$C"; do "$KM" init --dir "$d" >/dev/null || exit 1; done
@@ -41,6 +42,7 @@ cat >"$C/keymesh.conf" <<EOF
 $common
 [mesh]
 listen = 127.0.0.1:16603
+listen = 0.0.0.0:16613
 expose = 18603
 [socks5]
 listen = 127.0.0.1:11603
@@ -77,6 +79,19 @@ check "A reaches C by FQDN through the gossiped path" \
 check "A counts the records it took (B's and C's)" python3 -c '
 import json,sys; d=json.load(open(sys.argv[1]))["dns"]
 assert d["gossip_accepted"] >= 2, d' "$T/sa.json"
+# C's path list changes (a new address under its wildcard listener) and C reloads: it signs a
+# new record and offers it down the sessions it already has, so A learns the new address
+# without a new session. Only inside the test's own network namespace (the address goes on a
+# veth pair created in it; loopback addresses are never announced).
+if [ -n "${KM_IN_NETNS:-}" ]; then
+    ip link add kmg0 type veth peer name kmg1 && ip addr add 192.0.2.33/24 dev kmg0 &&
+        ip link set kmg1 up && ip link set kmg0 up
+    kill -HUP "$(pgrep -f "keymesh up --dir $C" | head -1)"
+    check "C's new address reaches A over the open sessions" waitfor 5 sh -c \
+        "'$KM' resolve --dir '$A' --json cee.mesh.internal | grep -q '192.0.2.33'"
+else
+    echo "# skipped: pushing a re-signed record (needs the test's own network namespace)"
+fi
 for d in "$C" "$B" "$A"; do
     DPID=$(pgrep -f "keymesh up --dir $d" | head -1); stop_daemon
     check "$(basename "$d") exits 0" test "$DRC" -eq 0
