@@ -18,6 +18,7 @@
 #include <ldns/ldns.h>
 #include <sodium.h>
 
+#include "discovery/dns_rr.h"
 #include "identity/derive.h"
 
 #define NAME_WIRE_MAX 255 /* RFC 1035 section 3.1, including the root label */
@@ -39,8 +40,6 @@
 #define T_ANY 255
 #define C_IN 1
 #define C_ANY 255
-
-#define TXT_PREFIX "v=keymesh1 k="
 
 /* The query as our walker saw it. */
 struct query {
@@ -358,36 +357,15 @@ struct ctx {
     size_t rev_len;
 };
 
-/* A new RR owned by owner (taken) with rdfs (taken, NULL-terminated list of n). Returns the
- * RR pushed into section, or -ENOMEM (everything freed). */
+/* A new RR owned by owner (taken) with rdfs (taken, n of them), pushed into section. 0, or
+ * -ENOMEM with everything freed. */
 static int push_rr(ldns_pkt *r, ldns_pkt_section sec, ldns_rdf *owner, ldns_rr_type type,
                    uint32_t ttl, ldns_rdf **rdfs, size_t n)
 {
-    ldns_rr *rr = ldns_rr_new();
-    bool ok = rr != NULL && owner != NULL;
-    for (size_t i = 0; i < n; i++) {
-        ok = ok && rdfs[i] != NULL;
-    }
-    if (!ok) {
-        ldns_rr_free(rr);
-        ldns_rdf_deep_free(owner);
-        for (size_t i = 0; i < n; i++) {
-            ldns_rdf_deep_free(rdfs[i]);
-        }
-        return -ENOMEM;
-    }
-    ldns_rr_set_owner(rr, owner);
-    ldns_rr_set_type(rr, type);
-    ldns_rr_set_class(rr, LDNS_RR_CLASS_IN);
-    ldns_rr_set_ttl(rr, ttl);
-    for (size_t i = 0; i < n; i++) {
-        if (!ldns_rr_push_rdf(rr, rdfs[i])) {
-            for (size_t j = i; j < n; j++) {
-                ldns_rdf_deep_free(rdfs[j]);
-            }
-            ldns_rr_free(rr);
-            return -ENOMEM;
-        }
+    ldns_rr *rr;
+    int e = km_dns_rr_new(owner, type, LDNS_RR_CLASS_IN, ttl, rdfs, n, &rr);
+    if (e != 0) {
+        return e;
     }
     if (!ldns_pkt_push_rr(r, sec, rr)) {
         ldns_rr_free(rr);
@@ -399,17 +377,6 @@ static int push_rr(ldns_pkt *r, ldns_pkt_section sec, ldns_rdf *owner, ldns_rr_t
 static ldns_rdf *qname_dup(const struct ctx *c)
 {
     return ldns_rdf_clone(c->qname);
-}
-
-static ldns_rdf *str_rdf(const char *s, size_t len)
-{
-    uint8_t d[256];
-    if (len > 255) {
-        return NULL;
-    }
-    d[0] = (uint8_t)len;
-    memcpy(d + 1, s, len);
-    return ldns_rdf_new_frm_data(LDNS_RDF_TYPE_STR, len + 1, d);
 }
 
 static int push_soa(struct ctx *c, bool reverse, ldns_pkt_section sec)
@@ -445,7 +412,7 @@ static int push_ns(struct ctx *c)
 /* RFC 8482 section 4.2: a synthesized HINFO instead of every type at the name. */
 static int push_hinfo(struct ctx *c)
 {
-    ldns_rdf *rd[2] = {str_rdf("RFC8482", 7), str_rdf("", 0)};
+    ldns_rdf *rd[2] = {km_dns_str_rdf("RFC8482", 7), km_dns_str_rdf("", 0)};
     return push_rr(c->r, LDNS_SECTION_ANSWER, qname_dup(c), LDNS_RR_TYPE_HINFO, c->o->ttl, rd, 2);
 }
 
@@ -459,12 +426,9 @@ static int push_aaaa(struct ctx *c, const struct km_pubkey *k)
 
 static int push_txt(struct ctx *c, const struct km_pubkey *k)
 {
-    char txt[sizeof TXT_PREFIX - 1 +
-             sodium_base64_ENCODED_LEN(KM_PUBKEY_LEN, sodium_base64_VARIANT_ORIGINAL)];
-    memcpy(txt, TXT_PREFIX, sizeof TXT_PREFIX - 1);
-    sodium_bin2base64(txt + sizeof TXT_PREFIX - 1, sizeof txt - (sizeof TXT_PREFIX - 1), k->b,
-                      KM_PUBKEY_LEN, sodium_base64_VARIANT_ORIGINAL);
-    ldns_rdf *rd[1] = {str_rdf(txt, strlen(txt))};
+    char txt[KM_DNS_TXT_SIZE];
+    km_dns_txt_key(k, txt);
+    ldns_rdf *rd[1] = {km_dns_str_rdf(txt, strlen(txt))};
     return push_rr(c->r, LDNS_SECTION_ANSWER, qname_dup(c), LDNS_RR_TYPE_TXT, c->o->ttl, rd, 1);
 }
 

@@ -15,9 +15,9 @@
 #include <ldns/ldns.h>
 #include <sodium.h>
 
+#include "discovery/dns_rr.h"
 #include "identity/derive.h"
 
-#define TXT_PREFIX "v=keymesh1 k="
 #define TSIG_FUDGE 300 /* seconds, RFC 8945 section 10 recommends 300 */
 #define MSG_MAX 65535
 #define HDR_LEN 12
@@ -108,53 +108,15 @@ static int tsig_args(const struct km_dnsupdate_opts *o, struct tsig_args *t)
     return bad != 0 || bin_len == 0 ? KM_ERR_INVALID : 0;
 }
 
-static ldns_rdf *str_rdf(const char *s, size_t len)
-{
-    uint8_t d[256];
-    if (len > 255) {
-        return NULL;
-    }
-    d[0] = (uint8_t)len;
-    memcpy(d + 1, s, len);
-    return ldns_rdf_new_frm_data(LDNS_RDF_TYPE_STR, len + 1, d);
-}
-
 /* A new RR at a clone of owner with rdfs (taken, n of them, any NULL means failure), pushed on
  * list. 0 or -ENOMEM; everything is freed on failure. */
 static int push_rr(ldns_rr_list *list, const ldns_rdf *owner, ldns_rr_type type, ldns_rr_class cls,
                    uint32_t ttl, ldns_rdf **rdfs, size_t n)
 {
-    ldns_rr *rr = ldns_rr_new();
-    ldns_rdf *own = ldns_rdf_clone(owner);
-    bool ok = rr != NULL && own != NULL;
-    for (size_t i = 0; i < n; i++) {
-        ok = ok && rdfs[i] != NULL;
-    }
-    if (!ok) {
-        ldns_rr_free(rr);
-        ldns_rdf_deep_free(own);
-        for (size_t i = 0; i < n; i++) {
-            ldns_rdf_deep_free(rdfs[i]);
-        }
-        return -ENOMEM;
-    }
-    ldns_rr_set_owner(rr, own);
-    ldns_rr_set_type(rr, type);
-    ldns_rr_set_class(rr, cls);
-    ldns_rr_set_ttl(rr, ttl);
-    if (n == 0) {
-        /* An RR without RDATA (RFC 2136 sections 2.4.1 and 2.5.2): ldns writes RDLENGTH 0
-         * for "question" RRs. */
-        ldns_rr_set_question(rr, true);
-    }
-    for (size_t i = 0; i < n; i++) {
-        if (!ldns_rr_push_rdf(rr, rdfs[i])) {
-            for (size_t j = i; j < n; j++) {
-                ldns_rdf_deep_free(rdfs[j]);
-            }
-            ldns_rr_free(rr);
-            return -ENOMEM;
-        }
+    ldns_rr *rr;
+    int e = km_dns_rr_new(ldns_rdf_clone(owner), type, cls, ttl, rdfs, n, &rr);
+    if (e != 0) {
+        return e;
     }
     if (!ldns_rr_list_push_rr(list, rr)) {
         ldns_rr_free(rr);
@@ -190,12 +152,9 @@ static int add_records(const struct km_dnsupdate_opts *o, const struct km_pubkey
     if (r != 0) {
         return r;
     }
-    char txt[sizeof TXT_PREFIX - 1 +
-             sodium_base64_ENCODED_LEN(KM_PUBKEY_LEN, sodium_base64_VARIANT_ORIGINAL)];
-    memcpy(txt, TXT_PREFIX, sizeof TXT_PREFIX - 1);
-    sodium_bin2base64(txt + sizeof TXT_PREFIX - 1, sizeof txt - (sizeof TXT_PREFIX - 1), key->b,
-                      KM_PUBKEY_LEN, sodium_base64_VARIANT_ORIGINAL);
-    ldns_rdf *t[1] = {str_rdf(txt, strlen(txt))};
+    char txt[KM_DNS_TXT_SIZE];
+    km_dns_txt_key(key, txt);
+    ldns_rdf *t[1] = {km_dns_str_rdf(txt, strlen(txt))};
     if ((r = push_rr(up, owner, LDNS_RR_TYPE_TXT, LDNS_RR_CLASS_IN, o->ttl, t, 1)) != 0) {
         return r;
     }
