@@ -326,12 +326,12 @@ static void udp_recv(uv_udp_t *h, ssize_t nread, const uv_buf_t *buf, const stru
         s->stats.dropped++; /* larger than any DNS message */
         return;
     }
-    if (!rl_allow(s, addr, uv_now(s->loop))) {
+    uint64_t now = uv_now(s->loop);
+    if (!rl_allow(s, addr, now)) {
         s->stats.rate_limited++;
         s->stats.dropped++;
         return;
     }
-    uint64_t now = uv_now(s->loop);
     uint8_t src[21];
     pc_src(addr, src);
     struct pc_entry *e = pc_slot(s, src, q, (size_t)nread);

@@ -25,6 +25,7 @@
 #define MAX_LOCAL_NETS 64
 #define GOSSIP_STORE 64              /* signed records kept for passing on */
 #define GOSSIP_SEND_MAX 32           /* records sent in one exchange */
+#define GOSSIP_PUSH_MAX 32           /* connected peers offered a new own record at once */
 #define GOSSIP_MAX_BYTES (64u << 10) /* bytes accepted from a peer in one exchange */
 
 /* A verified announcement as received, kept to pass it on unchanged. */
@@ -618,14 +619,14 @@ static void gossip_conn_accepted(void *arg, struct km_ssh_conn *c)
 }
 
 struct connected {
-    struct km_pubkey keys[GOSSIP_SEND_MAX];
+    struct km_pubkey keys[GOSSIP_PUSH_MAX];
     size_t n;
 };
 
 static void collect_connected(void *arg, const struct km_mesh_peer_info *info)
 {
     struct connected *c = arg;
-    if (c->n < GOSSIP_SEND_MAX && strcmp(info->state, "connected") == 0) {
+    if (c->n < GOSSIP_PUSH_MAX && strcmp(info->state, "connected") == 0) {
         c->keys[c->n++] = info->key;
     }
 }
