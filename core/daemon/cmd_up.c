@@ -14,7 +14,10 @@ static const char help[] =
     "\n"
     "Options:\n"
     "  -l, --log-level LEVEL  debug, info, warn, error or off (overrides [log] "
-    "level)\n" KM_CLI_COMMON_HELP;
+    "level)\n"
+    "  -t, --tun              create the TUN device (as [tun] enabled = true; needs\n"
+    "                         CAP_NET_ADMIN): programs reach peers by VIP and "
+    "FQDN\n" KM_CLI_COMMON_HELP;
 
 enum { OPT_LOG = 0x200 };
 
@@ -24,13 +27,14 @@ int km_cmd_up(int argc, char **argv)
     km_cli_init(&cli, "up");
     static const struct option opts[] = {
         {"log-level", required_argument, NULL, 'l'},
+        {"tun", no_argument, NULL, 't'},
         KM_CLI_COMMON_LONGOPTS,
         {NULL, 0, NULL, 0},
     };
     struct km_daemon_opts o = {0};
     int c;
     optind = 0;
-    while ((c = getopt_long(argc, argv, "+:l:d:c:h", opts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+:l:td:c:h", opts, NULL)) != -1) {
         if (km_cli_common_opt(&cli, c, optarg)) {
             continue;
         }
@@ -43,6 +47,9 @@ int km_cmd_up(int argc, char **argv)
                                           optarg);
             }
             o.log_level_set = true;
+            break;
+        case 't':
+            o.tun = true;
             break;
         case 'h':
         case KM_OPT_HELP:

@@ -68,6 +68,10 @@ enum single {
     S_PUB_TSIG_SECRET_FILE,
     S_PUB_TTL,
     S_PUB_TCP,
+    S_TUN_ENABLED,
+    S_TUN_NAME,
+    S_TUN_MTU,
+    S_TUN_MAX_FLOWS,
     S_N
 };
 
@@ -819,6 +823,36 @@ static int set_single(struct parse *p, enum single s, const char *section, const
     case S_SOCKS5_PASSWORD:
         return set_secret(c->socks5_password, sizeof c->socks5_password, section, key, value, err,
                           errsz);
+    case S_TUN_ENABLED:
+        return set_bool(&c->tun_enabled, section, key, value, err, errsz);
+    case S_TUN_NAME:
+        if (value[0] == '\0' || strlen(value) >= sizeof c->tun_name ||
+            strspn(value, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+                strlen(value)) {
+            return bad_value(err, errsz, section, key, value,
+                             "an interface name (1 to 15 letters, digits, '-', '_' or '.')");
+        }
+        memcpy(c->tun_name, value, strlen(value) + 1);
+        return 0;
+    case S_TUN_MTU: {
+        uint64_t v;
+        int r = set_count(&v, section, key, value, err, errsz);
+        if (r != 0) {
+            return r;
+        }
+        if (v < 1280) {
+            return bad_value(err, errsz, section, key, value,
+                             "an MTU from 1280 (the IPv6 minimum) to 65535");
+        }
+        c->tun_mtu = (unsigned)v;
+        return 0;
+    }
+    case S_TUN_MAX_FLOWS: {
+        uint64_t v;
+        int r = set_count(&v, section, key, value, err, errsz);
+        c->tun_max_flows = (unsigned)v;
+        return r;
+    }
     case S_N:
     default:
         break;
@@ -866,10 +900,14 @@ static const struct {
     {"publish", "tsig_secret_file", S_PUB_TSIG_SECRET_FILE},
     {"publish", "ttl", S_PUB_TTL},
     {"publish", "tcp", S_PUB_TCP},
+    {"tun", "enabled", S_TUN_ENABLED},
+    {"tun", "name", S_TUN_NAME},
+    {"tun", "mtu", S_TUN_MTU},
+    {"tun", "max_flows", S_TUN_MAX_FLOWS},
 };
 
-static const char *const sections[] = {"node", "log", "control", "mesh",    "egress", "socks5",
-                                       "http", "dns", "mdns",    "publish", "aliases"};
+static const char *const sections[] = {"node", "log", "control", "mesh",    "egress",  "socks5",
+                                       "http", "dns", "mdns",    "publish", "aliases", "tun"};
 
 static bool is_peer_section(const char *section)
 {
@@ -896,7 +934,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http, dns, mdns, publish or aliases)",
+        "http, dns, mdns, publish, aliases or tun)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -1111,6 +1149,10 @@ void km_config_defaults(struct km_config *c)
     c->publish_enabled = false;
     memcpy(c->publish_tsig_algorithm, "hmac-sha256", sizeof "hmac-sha256");
     c->publish_ttl_s = 60;
+    c->tun_enabled = false;
+    memcpy(c->tun_name, "keymesh0", sizeof "keymesh0");
+    c->tun_mtu = 1500;
+    c->tun_max_flows = 4096;
 }
 
 static void parse_init(struct parse *p, struct km_config *c)

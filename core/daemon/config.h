@@ -114,6 +114,11 @@ struct km_config {
     char publish_tsig_secret_file[KM_CONFIG_PATH_MAX]; /* relative: under the state dir */
     uint32_t publish_ttl_s;
     bool publish_tcp;
+    /* [tun]: TUN egress (docs/TUN.md) */
+    bool tun_enabled;
+    char tun_name[16];      /* `name`, default keymesh0 */
+    unsigned tun_mtu;       /* `mtu`, default 1500 */
+    unsigned tun_max_flows; /* `max_flows`, default 4096 */
     /* [aliases] */
     struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
     size_t n_aliases;

@@ -1,5 +1,6 @@
 #include "core/daemon/daemon.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -202,6 +203,46 @@ static int start_proxies(struct km_daemon *d)
     return 0;
 }
 
+static bool tun_known(void *arg, const uint8_t vip[16])
+{
+    return km_router_vip_known(arg, vip);
+}
+
+/* The TUN device, before DNS so that a resolver on the VIP can bind. */
+static int start_tun(struct km_daemon *d)
+{
+    const struct km_config *c = d->cfg;
+    if (!c->tun_enabled && !d->opts->tun) {
+        return 0;
+    }
+    struct km_tun_opts o;
+    km_tun_opts_default(&o);
+    snprintf(o.name, sizeof o.name, "%s", c->tun_name);
+    o.mtu = c->tun_mtu;
+    o.max_flows = c->tun_max_flows;
+    o.prefix = c->prefix;
+    km_vip(km_key_pub(d->key), c->prefix, o.vip);
+    struct km_tun_hooks h = {
+        .egress = km_router_egress(d->router), .known = tun_known, .arg = d->router};
+    const char *step = "create";
+    int r = km_tun_new(km_loop_uv(d->loop), &o, &h, &d->tun, &step);
+    if (r == -EPERM || r == -EACCES) {
+        KM_ERROR("tun: cannot create device %s: %s needs CAP_NET_ADMIN (run as root, or "
+                 "setcap cap_net_admin+ep on the keymesh binary; or set [tun] enabled = false)",
+                 o.name, step);
+        return r;
+    }
+    if (r != 0) {
+        KM_ERROR_R(r, "tun: cannot set up device %s (%s)", o.name, step);
+        return r;
+    }
+    char prefix[16];
+    km_prefix_str(c->prefix, prefix);
+    KM_INFO("tun: device %s up, vip %s, routing %s, mtu %u, at most %u connections",
+            km_tun_ifname(d->tun), d->vip, prefix, o.mtu, o.max_flows);
+    return 0;
+}
+
 /* Close every service; the loop ends once their handles are closed. Idempotent. */
 static void stop_services(struct km_daemon *d)
 {
@@ -216,6 +257,10 @@ static void stop_services(struct km_daemon *d)
     if (d->disc != NULL) {
         km_discover_stop(d->disc);
     }
+    /* Before the router: held TUN connections cancel their egress requests. The device and
+     * its address and route go with its descriptor. */
+    km_tun_close(d->tun);
+    d->tun = NULL;
     /* Streams in flight end now (clients see their connections close). */
     km_relay_close_all();
     if (d->router != NULL) {
@@ -321,7 +366,7 @@ static int start(struct km_daemon *d)
     if ((r = km_router_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), &d->router)) != 0 ||
         (r = km_discover_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), d->router,
                              &d->disc)) != 0 ||
-        (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0 ||
+        (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0 || (r = start_tun(d)) != 0 ||
         (r = km_discover_start_dns(d->disc)) != 0 ||
         (r = km_discover_start_publish(d->disc, d->opts->dir)) != 0 ||
         (r = km_discover_start_gossip(d->disc, d->key)) != 0 ||

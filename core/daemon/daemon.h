@@ -13,6 +13,7 @@ struct km_daemon_opts {
     bool config_explicit;    /* the user named config_path: a missing file is an error */
     bool log_level_set;      /* log_level overrides the config file's [log] level */
     enum km_log_level log_level;
+    bool tun; /* --tun: as [tun] enabled = true */
 };
 
 /* Run the daemon in the foreground until SIGINT or SIGTERM. Logs to stderr. Returns the

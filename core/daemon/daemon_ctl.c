@@ -15,9 +15,10 @@ static json_t *addr_list(const struct km_conf_addr *a, size_t n, bool enabled)
 {
     json_t *arr = json_array();
     for (size_t i = 0; arr != NULL && enabled && i < n; i++) {
-        char t[64];
-        snprintf(t, sizeof t, strchr(a[i].host, ':') != NULL ? "[%s]:%u" : "%s:%u", a[i].host,
-                 a[i].port);
+        char t[sizeof a[i].host + 16];
+        int hl = (int)strnlen(a[i].host, sizeof a[i].host);
+        snprintf(t, sizeof t, strchr(a[i].host, ':') != NULL ? "[%.*s]:%u" : "%.*s:%u", hl,
+                 a[i].host, a[i].port);
         json_array_append_new(arr, json_string(t));
     }
     return arr;
@@ -119,6 +120,34 @@ static json_t *discovery_json(const struct km_daemon *d)
                      "gossip_accepted", (json_int_t)s.gossip_accepted);
 }
 
+static json_t *tun_json(const struct km_daemon *d)
+{
+    if (d->tun == NULL) {
+        return json_null();
+    }
+    struct km_tun_stats s;
+    km_tun_stats(d->tun, &s);
+    json_t *drops = json_object();
+    uint64_t total = 0;
+    for (int k = KM_PKT_DROP_FIRST; k < KM_PKT_KIND_COUNT; k++) {
+        json_object_set_new(drops, km_pkt_kind_name((enum km_pkt_kind)k),
+                            json_integer((json_int_t)s.drops[k]));
+        total += s.drops[k];
+    }
+    return json_pack(
+        "{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+        "s:I, s:I, s:I}",
+        "device", km_tun_ifname(d->tun), "packets_in", (json_int_t)s.pkts_in, "packets_out",
+        (json_int_t)s.pkts_out, "bytes_in", (json_int_t)s.bytes_in, "bytes_out",
+        (json_int_t)s.bytes_out, "dropped", (json_int_t)total, "drops", drops, "write_errors",
+        (json_int_t)s.write_errors, "no_memory", (json_int_t)s.nomem, "flows_live",
+        (json_int_t)s.flows_live, "flows_pending", (json_int_t)s.flows_pending, "flows_opened",
+        (json_int_t)s.flows_opened, "flows_refused", (json_int_t)s.flows_refused,
+        "flows_unreachable", (json_int_t)s.flows_unreach, "flows_over_limit",
+        (json_int_t)s.flows_limit, "flows_timed_out", (json_int_t)s.flows_timeout, "echo_replies",
+        (json_int_t)s.echo_replies, "icmp_rate_limited", (json_int_t)s.icmp_ratelimited);
+}
+
 static json_t *status_json(const struct km_daemon *d)
 {
     KM_DEBUG("status: %zu bytes queued on sockets", km_uvstream_total_queued());
@@ -127,7 +156,7 @@ static json_t *status_json(const struct km_daemon *d)
     km_prefix_str(c->prefix, prefix);
     return json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s?, s:s, s:I, s:o, s:o, s:o, s:I, s:I, s:o, "
-        "s:o}",
+        "s:o, s:o}",
         "version", KM_VERSION, "node_id", d->node_id, "fqdn", d->fqdn, "vip", d->vip, "prefix",
         prefix, "pid", (json_int_t)getpid(), "uptime_s", (json_int_t)(time(NULL) - d->started),
         "state_dir", d->opts->dir, "config", d->config_loaded ? d->opts->config_path : NULL,
@@ -136,7 +165,8 @@ static json_t *status_json(const struct km_daemon *d)
         addr_list(c->socks5_listen, c->n_socks5_listen, c->socks5_enabled), "http_listen",
         addr_list(c->http_listen, c->n_http_listen, c->http_enabled), "sessions",
         (json_int_t)(d->ssh != NULL ? km_ssh_node_sessions(d->ssh) : 0), "streams",
-        (json_int_t)km_relay_count(), "peers", peers_json(d), "dns", discovery_json(d));
+        (json_int_t)km_relay_count(), "peers", peers_json(d), "dns", discovery_json(d), "tun",
+        tun_json(d));
 }
 
 static json_t *cmd_connect(struct km_daemon *d, const json_t *req, struct km_ctl_conn *conn);

@@ -18,6 +18,7 @@
 #include "proto/mesh.h"
 #include "proto/socks5.h"
 #include "proto/ssh.h"
+#include "tun/tun.h"
 
 struct km_daemon {
     const struct km_daemon_opts *opts;
@@ -29,6 +30,7 @@ struct km_daemon {
     struct km_mesh *mesh;
     struct km_socks5_server *socks5[KM_CONFIG_MAX_LISTEN];
     struct km_http_server *http[KM_CONFIG_MAX_LISTEN];
+    struct km_tun *tun; /* [tun] enabled */
     struct km_config *cfg;
     struct km_key *key;
     int lock_fd;

@@ -112,6 +112,12 @@ static bool vip_to_key(const struct km_router *r, const uint8_t vip[16], struct 
     return false;
 }
 
+bool km_router_vip_known(const struct km_router *r, const uint8_t vip[16])
+{
+    struct km_pubkey k;
+    return vip_to_key(r, vip, &k);
+}
+
 int km_router_resolve(const struct km_router *r, const char *host, struct km_pubkey *out)
 {
     const struct km_config *c = r->cfg;

@@ -62,6 +62,9 @@ void km_router_ssh_hooks(struct km_router *r, struct km_ssh_hooks *out);
 KM_MUST_CHECK int km_router_resolve(const struct km_router *r, const char *host,
                                     struct km_pubkey *out);
 
+/* True when a key the node knows (itself, a [peer] or an alias) hashes to vip. */
+bool km_router_vip_known(const struct km_router *r, const uint8_t vip[16]);
+
 /* True for addresses direct egress refuses unless [egress] allow_private: unspecified,
  * loopback, RFC 1918, CGNAT, link-local (cloud metadata included), ULA (the mesh prefix
  * too), multicast and reserved ranges; IPv4-mapped IPv6 as its IPv4 address. */
