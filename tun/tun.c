@@ -567,12 +567,12 @@ void km_tun_close(struct km_tun *t)
         return;
     }
     t->closing = true;
+    t->closing_handles = 2; /* first: relays ending below must not free t */
     while (t->pends != NULL) {
         pend_free(t, t->pends);
     }
-    km_tcpstack_free(t->stack); /* relayed connections end; their relays finish later */
+    km_tcpstack_free(t->stack); /* relayed connections end (now or later) */
     t->stack = NULL;
-    t->closing_handles = 2;
     uv_close((uv_handle_t *)&t->poll, on_closed);
     uv_close((uv_handle_t *)&t->sweep, on_closed);
 }
