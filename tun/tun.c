@@ -22,6 +22,8 @@
 #define ICMP_RATE 200u
 #define ICMP_BURST 50u
 #define SWEEP_MS 1000u
+/* Echo requests waiting for their round trip; more are dropped, as a busy router would. */
+#define MAX_ECHOES 64u
 
 enum pend_state {
     PEND_OPENING,  /* SYN held, mesh stream being opened */
@@ -40,6 +42,14 @@ struct pend {
     uint64_t deadline_ms;
     struct pend *next_bucket;
     struct pend *prev, *next; /* all pends */
+};
+
+/* An echo request waiting for the peer's answer. */
+struct echo {
+    struct km_tun *tun;
+    void *handle; /* NULL: the slot is free */
+    uint8_t *pkt;
+    size_t len;
 };
 
 struct km_tun {
@@ -63,6 +73,7 @@ struct km_tun {
     unsigned n_live;
     bool closing;
     int closing_handles;
+    struct echo echoes[MAX_ECHOES];
     double icmp_tokens;
     uint64_t icmp_last_ms;
     struct km_tun_stats st;
@@ -416,6 +427,49 @@ static bool held(struct km_tun *t, const struct km_pkt *pk)
     return opening;
 }
 
+static void on_echo_done(void *arg, int err)
+{
+    struct echo *e = arg;
+    struct km_tun *t = e->tun;
+    struct km_pkt pk;
+    e->handle = NULL;
+    if (km_pkt_parse(e->pkt, e->len, &t->policy, &pk) == KM_PKT_ECHO) {
+        if (err == 0) {
+            t->st.echo_replies++;
+            write_pkt(t, t->rx + RX_BUF, km_pkt_build_echo_reply(&pk, t->rx + RX_BUF, RX_BUF));
+        } else {
+            t->st.echo_dropped++;
+            send_unreach(t, &pk, KM_ICMP6_UNREACH_ADDR);
+        }
+    }
+    free(e->pkt);
+    e->pkt = NULL;
+}
+
+/* Answer an echo request once the peer answered a round trip over the mesh. */
+static void echo(struct km_tun *t, const struct km_pkt *pk)
+{
+    struct echo *e = NULL;
+    for (size_t i = 0; i < MAX_ECHOES && e == NULL; i++) {
+        if (t->echoes[i].pkt == NULL) {
+            e = &t->echoes[i];
+        }
+    }
+    if (e == NULL || (e->pkt = malloc(pk->len)) == NULL) {
+        t->st.echo_dropped++;
+        return;
+    }
+    memcpy(e->pkt, pk->l4 - KM_PKT_IP6_HLEN, pk->len);
+    e->len = pk->len;
+    e->tun = t;
+    if (t->hooks.echo(t->hooks.arg, pk->dst, on_echo_done, e, &e->handle) != 0) {
+        free(e->pkt);
+        e->pkt = NULL;
+        e->handle = NULL;
+        send_unreach(t, pk, KM_ICMP6_UNREACH_ADDR); /* no node has that VIP */
+    }
+}
+
 static void handle(struct km_tun *t, const uint8_t *buf, size_t len)
 {
     struct km_pkt pk;
@@ -431,11 +485,8 @@ static void handle(struct km_tun *t, const uint8_t *buf, size_t len)
     case KM_PKT_ECHO:
         if (!km_pkt_l4_checksum_ok(&pk)) {
             t->st.drops[KM_PKT_ICMP_OTHER]++;
-        } else if (t->hooks.known(t->hooks.arg, pk.dst)) {
-            t->st.echo_replies++;
-            write_pkt(t, t->rx + RX_BUF, km_pkt_build_echo_reply(&pk, t->rx + RX_BUF, RX_BUF));
         } else {
-            send_unreach(t, &pk, KM_ICMP6_UNREACH_ADDR);
+            echo(t, &pk);
         }
         return;
     case KM_PKT_OTHER_L4:
@@ -570,6 +621,13 @@ void km_tun_close(struct km_tun *t)
     t->closing_handles = 2; /* first: relays ending below must not free t */
     while (t->pends != NULL) {
         pend_free(t, t->pends);
+    }
+    for (size_t i = 0; i < MAX_ECHOES; i++) {
+        if (t->echoes[i].handle != NULL) {
+            t->hooks.echo_cancel(t->echoes[i].handle);
+        }
+        free(t->echoes[i].pkt);
+        t->echoes[i].pkt = NULL;
     }
     km_tcpstack_free(t->stack); /* relayed connections end (now or later) */
     t->stack = NULL;

@@ -5,7 +5,9 @@
  * while the node opens the mesh stream it will be relayed to (through the egress, as SOCKS5
  * does), and only then does lwIP see it. So a refused port answers RST, an unknown or
  * unreachable node answers ICMPv6 address unreachable, and nothing is accepted that cannot
- * be carried. ICMPv6 echo to a known node is answered; other protocols get port unreachable.
+ * be carried. ICMPv6 echo to a known node is answered once the peer itself answered a round
+ * trip over the mesh, so ping shows the path's real latency; other protocols get port
+ * unreachable.
  * Everything else is dropped and counted by reason.
  *
  * Limits: at most max_flows connections exist at once (held, handshaking or relayed); a SYN
@@ -37,8 +39,14 @@ void km_tun_opts_default(struct km_tun_opts *o);
 struct km_tun_hooks {
     /* Opens the streams that carry connections; the target is the VIP literal and port. */
     struct km_egress *egress;
-    /* Does a known node key hash to vip? (Only known nodes answer pings.) */
+    /* Does a known node key hash to vip? */
     bool (*known)(void *arg, const uint8_t vip[16]);
+    /* Start a round trip to the node at vip (an echo request is answered when the peer
+     * answered): done(done_arg, err) once, never synchronously, err 0 when it answered.
+     * Returns 0 with *handle, or an error (no such node: then done is never called). */
+    int (*echo)(void *arg, const uint8_t vip[16], void (*done)(void *done_arg, int err),
+                void *done_arg, void **handle);
+    void (*echo_cancel)(void *handle);
     void *arg;
 };
 
@@ -69,6 +77,7 @@ struct km_tun_stats {
     uint64_t flows_limit;              /* RST: max_flows reached */
     uint64_t flows_timeout;            /* admitted, handshake never completed */
     uint64_t echo_replies;
+    uint64_t echo_dropped; /* too many echoes in flight, or the round trip failed */
     uint64_t icmp_ratelimited;
     unsigned flows_pending; /* waiting for their mesh stream or handshake */
     unsigned flows_live;    /* relayed now */

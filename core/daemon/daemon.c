@@ -208,6 +208,12 @@ static bool tun_known(void *arg, const uint8_t vip[16])
     return km_router_vip_known(arg, vip);
 }
 
+static int tun_echo(void *arg, const uint8_t vip[16], void (*done)(void *, int), void *done_arg,
+                    void **handle)
+{
+    return km_router_ping(arg, vip, done, done_arg, handle);
+}
+
 /* The TUN device, before DNS so that a resolver on the VIP can bind. */
 static int start_tun(struct km_daemon *d)
 {
@@ -222,8 +228,11 @@ static int start_tun(struct km_daemon *d)
     o.max_flows = c->tun_max_flows;
     o.prefix = c->prefix;
     km_vip(km_key_pub(d->key), c->prefix, o.vip);
-    struct km_tun_hooks h = {
-        .egress = km_router_egress(d->router), .known = tun_known, .arg = d->router};
+    struct km_tun_hooks h = {.egress = km_router_egress(d->router),
+                             .known = tun_known,
+                             .echo = tun_echo,
+                             .echo_cancel = km_router_ping_cancel,
+                             .arg = d->router};
     const char *step = "create";
     int r = km_tun_new(km_loop_uv(d->loop), &o, &h, &d->tun, &step);
     if (r == -EPERM || r == -EACCES) {

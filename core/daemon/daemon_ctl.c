@@ -127,6 +127,7 @@ static json_t *tun_json(const struct km_daemon *d)
     }
     struct km_tun_stats s;
     km_tun_stats(d->tun, &s);
+    json_t *o = json_object();
     json_t *drops = json_object();
     uint64_t total = 0;
     for (int k = KM_PKT_DROP_FIRST; k < KM_PKT_KIND_COUNT; k++) {
@@ -134,18 +135,34 @@ static json_t *tun_json(const struct km_daemon *d)
                             json_integer((json_int_t)s.drops[k]));
         total += s.drops[k];
     }
-    return json_pack(
-        "{s:s, s:I, s:I, s:I, s:I, s:I, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
-        "s:I, s:I, s:I}",
-        "device", km_tun_ifname(d->tun), "packets_in", (json_int_t)s.pkts_in, "packets_out",
-        (json_int_t)s.pkts_out, "bytes_in", (json_int_t)s.bytes_in, "bytes_out",
-        (json_int_t)s.bytes_out, "dropped", (json_int_t)total, "drops", drops, "write_errors",
-        (json_int_t)s.write_errors, "no_memory", (json_int_t)s.nomem, "flows_live",
-        (json_int_t)s.flows_live, "flows_pending", (json_int_t)s.flows_pending, "flows_opened",
-        (json_int_t)s.flows_opened, "flows_refused", (json_int_t)s.flows_refused,
-        "flows_unreachable", (json_int_t)s.flows_unreach, "flows_over_limit",
-        (json_int_t)s.flows_limit, "flows_timed_out", (json_int_t)s.flows_timeout, "echo_replies",
-        (json_int_t)s.echo_replies, "icmp_rate_limited", (json_int_t)s.icmp_ratelimited);
+    const struct {
+        const char *name;
+        uint64_t v;
+    } counters[] = {
+        {"packets_in", s.pkts_in},
+        {"packets_out", s.pkts_out},
+        {"bytes_in", s.bytes_in},
+        {"bytes_out", s.bytes_out},
+        {"dropped", total},
+        {"write_errors", s.write_errors},
+        {"no_memory", s.nomem},
+        {"flows_live", s.flows_live},
+        {"flows_pending", s.flows_pending},
+        {"flows_opened", s.flows_opened},
+        {"flows_refused", s.flows_refused},
+        {"flows_unreachable", s.flows_unreach},
+        {"flows_over_limit", s.flows_limit},
+        {"flows_timed_out", s.flows_timeout},
+        {"echo_replies", s.echo_replies},
+        {"echo_dropped", s.echo_dropped},
+        {"icmp_rate_limited", s.icmp_ratelimited},
+    };
+    json_object_set_new(o, "device", json_string(km_tun_ifname(d->tun)));
+    for (size_t i = 0; i < sizeof counters / sizeof counters[0]; i++) {
+        json_object_set_new(o, counters[i].name, json_integer((json_int_t)counters[i].v));
+    }
+    json_object_set_new(o, "drops", drops);
+    return o;
 }
 
 static json_t *status_json(const struct km_daemon *d)

@@ -477,6 +477,9 @@ static int hook_allow_direct(void *arg, const struct km_pubkey *peer, const char
         /* Any authenticated peer may offer announcements: they are verified one by one. */
         return ((struct km_router *)arg)->gossip.accept != NULL ? 0 : KM_ERR_REFUSED;
     }
+    if (strcmp(host, KM_PING_HOST) == 0) {
+        return 0; /* a round trip reveals nothing the login did not */
+    }
     struct km_router *r = arg;
     const struct km_config *c = r->cfg;
     const struct km_config_peer *p = find_peer(c, peer);
@@ -501,6 +504,13 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
         r->gossip.accept(r->gossip.arg, peer, d);
         return;
     }
+    if (strcmp(host, KM_PING_HOST) == 0) {
+        struct km_stream *s;
+        if (km_ssh_direct_accept(d, &s) == 0) {
+            km_stream_close(s); /* the open confirmation was the answer */
+        }
+        return;
+    }
     struct km_egress_req *q = req_new(r, host, port);
     if (q == NULL) {
         km_ssh_direct_reject(d, -ENOMEM);
@@ -509,6 +519,56 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
     q->direct = d;
     if (start_direct(q, is_local_target(r, host)) != 0) {
         finish(q, KM_ERR_NOT_FOUND, NULL);
+    }
+}
+
+struct ping {
+    km_router_ping_cb cb;
+    void *arg;
+    struct km_mesh_req *req;
+};
+
+static void on_ping_open(void *arg, int err, struct km_stream *s)
+{
+    struct ping *p = arg;
+    km_stream_close(s);
+    /* A refusal is an answer too: the peer (or an older keymesh) is there. */
+    p->cb(p->arg, err == KM_ERR_REFUSED ? 0 : err);
+    free(p);
+}
+
+int km_router_ping(struct km_router *r, const uint8_t vip[16], km_router_ping_cb cb, void *arg,
+                   void **handle)
+{
+    struct km_pubkey key;
+    *handle = NULL;
+    if (r->mesh == NULL) {
+        return KM_ERR_CLOSED;
+    }
+    if (!vip_to_key(r, vip, &key) || is_self(r, &key)) {
+        return KM_ERR_NOT_FOUND;
+    }
+    struct ping *p = calloc(1, sizeof *p);
+    if (p == NULL) {
+        return -ENOMEM;
+    }
+    p->cb = cb;
+    p->arg = arg;
+    int rc = km_mesh_open(r->mesh, &key, KM_PING_HOST, 7, on_ping_open, p, &p->req);
+    if (rc != 0) {
+        free(p);
+        return rc;
+    }
+    *handle = p;
+    return 0;
+}
+
+void km_router_ping_cancel(void *handle)
+{
+    struct ping *p = handle;
+    if (p != NULL) {
+        km_mesh_cancel(p->req);
+        free(p);
     }
 }
 

@@ -37,6 +37,20 @@ void km_router_set_config(struct km_router *r, const struct km_config *cfg);
  * not a DNS name, so it never collides with a real destination. */
 #define KM_GOSSIP_HOST "gossip@keymesh"
 
+/* The reserved direct-tcpip target of a mesh round trip (docs/PROTOCOL.md section 4): the
+ * peer opens the channel and closes it at once; a peer that does not know it refuses it,
+ * which is as good an answer. */
+#define KM_PING_HOST "ping@keymesh"
+
+/* A round trip to the node whose VIP is vip, over its mesh connection (dialled if needed):
+ * cb(arg, 0) when the peer answered, or an error (KM_ERR_NOT_FOUND: no known node has that
+ * VIP; KM_ERR_UNREACHABLE ...). Returns 0 with a handle for km_router_ping_cancel, or an error
+ * (then cb is never called). Never synchronous. */
+typedef void (*km_router_ping_cb)(void *arg, int err);
+KM_MUST_CHECK int km_router_ping(struct km_router *r, const uint8_t vip[16], km_router_ping_cb cb,
+                                 void *arg, void **handle);
+void km_router_ping_cancel(void *handle);
+
 /* Who handles the announcement exchange (the discovery glue). accept gets each gossip
  * request a peer sends (answer it with km_ssh_direct_accept/reject); conn_accepted hears of
  * every session a peer opened to us. */

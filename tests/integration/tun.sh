@@ -161,6 +161,13 @@ check "a SYN flood past max_flows is refused; a live connection keeps working" \
 check "... and counted" sh -c "ip netns exec $NA '$KM' status --dir '$A' --json | \
     python3 -c 'import json,sys; t=json.load(sys.stdin)[\"tun\"]; sys.exit(0 if t[\"flows_over_limit\"] >= 1 else 1)'"
 
+# Ping is a real round trip: with B's daemon down, B's VIP stops answering.
+kill -TERM "$PB"; wait "$PB" 2>/dev/null
+check "with B's daemon down, ping -6 B's VIP gets no reply" sh -c "! ip netns exec $NA ping -6 -c 1 -W 3 $VIPB"
+ip netns exec "$NB" "$KM" up --dir "$B" >"$B.2.log" 2>&1 &
+PB=$!; PIDS+=("$PB")
+check "... and answers again when B is back" waitfor 15 ip netns exec "$NA" ping -6 -c 1 -W 2 "$VIPB"
+
 ip netns exec "$NA" "$KM" status --dir "$A" --json | python3 -c 'import json,sys; print("    tun:", json.dumps(json.load(sys.stdin)["tun"]))'
 kill -TERM "$PA"; n=200
 while [ "$n" -gt 0 ] && kill -0 "$PA" 2>/dev/null; do sleep 0.05; n=$((n - 1)); done
