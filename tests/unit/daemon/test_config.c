@@ -28,9 +28,9 @@ static const uint8_t PK2[32] = {0x3d, 0x40, 0x17, 0xc3, 0xe8, 0x43, 0x89, 0x5a, 
                                 0x96, 0x8c, 0xc0, 0xcd, 0x55, 0xf1, 0x2a, 0xf4, 0x66, 0x0c};
 
 #define LISTEN_EXPECT "(expected HOST:PORT with an IP literal, [IPV6]:PORT or PORT, port 1-65535)"
-#define SECTIONS                                                                                  \
-    "(expected node, log, control, mesh, peer NAME, egress, socks5, http, dns, mdns, publish or " \
-    "aliases)"
+#define SECTIONS                                                                                \
+    "(expected node, log, control, mesh, peer NAME, egress, socks5, http, dns, mdns, publish, " \
+    "aliases or tun)"
 #define PORTS_EXPECT "a port list (expected ports 1-65535 separated by commas or spaces)"
 #define DURATION_EXPECT                                                                   \
     "a duration (expected a number with unit ms, s, m, h or d, such as 30s; at most 366 " \
@@ -1297,6 +1297,49 @@ static void test_dns_section(void **state)
     free(c);
 }
 
+static void test_tun_section(void **state)
+{
+    (void)state;
+    struct km_config *c = malloc(sizeof *c);
+    char err[KM_CONF_ERR_LEN];
+    km_config_defaults(c);
+    assert_false(c->tun_enabled);
+    assert_string_equal(c->tun_name, "keymesh0");
+    assert_int_equal(c->tun_mtu, 1500);
+    assert_int_equal(c->tun_max_flows, 4096);
+    static const char good[] = "[tun]\nenabled = true\nname = km-0.x_y\nmtu = 9000\n"
+                               "max_flows = 100\n";
+    assert_int_equal(km_config_parse(c, good, sizeof good - 1, "t.conf", err, sizeof err), 0);
+    assert_true(c->tun_enabled);
+    assert_string_equal(c->tun_name, "km-0.x_y");
+    assert_int_equal(c->tun_mtu, 9000);
+    assert_int_equal(c->tun_max_flows, 100);
+    static const struct {
+        const char *text;
+        const char *want;
+    } bad[] = {
+        {"[tun]\nenabled = maybe\n", "t.conf:2: [tun] enabled"},
+        {"[tun]\nname = \n", "t.conf:2: [tun] name"},
+        {"[tun]\nname = 0123456789abcdef\n", "an interface name"},
+        {"[tun]\nname = a/b\n", "an interface name"},
+        {"[tun]\nname = a b\n", "an interface name"},
+        {"[tun]\nmtu = 1279\n", "from 1280"},
+        {"[tun]\nmtu = 65536\n", "t.conf:2: [tun] mtu"},
+        {"[tun]\nmax_flows = 0\n", "t.conf:2: [tun] max_flows"},
+        {"[tun]\nmax_flows = 1e3\n", "t.conf:2: [tun] max_flows"},
+        {"[tun]\nbogus = 1\n", "t.conf:2: unknown key \"bogus\" in [tun]"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        km_config_defaults(c);
+        int r = km_config_parse(c, bad[i].text, strlen(bad[i].text), "t.conf", err, sizeof err);
+        assert_int_equal(r, KM_ERR_CONFIG);
+        if (strstr(err, bad[i].want) == NULL) {
+            fail_msg("case %zu: '%s' lacks '%s'", i, err, bad[i].want);
+        }
+    }
+    free(c);
+}
+
 static void test_example_file(void **state)
 {
     struct km_config *c = *state;
@@ -1339,6 +1382,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_too_many_peers, setup, teardown),
         cmocka_unit_test_setup_teardown(test_too_many_peer_ports, setup, teardown),
         cmocka_unit_test(test_dns_section),
+        cmocka_unit_test(test_tun_section),
         cmocka_unit_test_setup_teardown(test_example_file, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
