@@ -83,6 +83,7 @@ struct km_tcpstack {
     uint64_t use_clock;
     struct km_tcpstack_stats stats;
     int closing_handles;
+    uint8_t scratch[TCP_WND]; /* one flow's delivery at a time (deliver) */
 };
 
 static bool lwip_ready;
@@ -216,23 +217,36 @@ static void push(struct flow *f)
     }
 }
 
-/* Deliver queued bytes to the consumer while it reads, one pbuf at a time. */
+/* Deliver queued bytes to the consumer while it reads. The segments lwIP queued (up to its
+ * 64 KiB window) go out as one contiguous block: the mesh then sends a few large SSH packets
+ * instead of one per TCP segment, which is most of the cost per byte. */
 static void deliver(struct flow *f)
 {
-    /* Bounded: each round consumes one pbuf or stops. */
+    struct km_tcpstack *st = f->st;
+    /* Bounded: each round consumes at least one pbuf or stops. */
     while (f->rxq != NULL && f->reading && !f->user_closed) {
+        size_t n = 0;
         struct pbuf *q = f->rxq;
-        /* Unchain q: the rest of the chain keeps the reference q held on it. */
-        f->rxq = q->next;
-        q->next = NULL;
-        q->tot_len = q->len;
+        while (q != NULL && n + q->len <= sizeof st->scratch) {
+            memcpy(st->scratch + n, q->payload, q->len);
+            n += q->len;
+            struct pbuf *next = q->next;
+            /* Unchain q: the rest of the chain keeps the reference q held on it. */
+            q->next = NULL;
+            q->tot_len = q->len;
+            pbuf_free(q);
+            q = next;
+        }
+        f->rxq = q;
+        if (n == 0) {
+            return; /* not reached: a pbuf is never longer than the scratch buffer */
+        }
         if (f->pcb != NULL) {
-            tcp_recved(f->pcb, q->len);
+            tcp_recved(f->pcb, (u16_t)n);
         }
-        if (q->len > 0 && f->s.on_data != NULL) {
-            f->s.on_data(&f->s, q->payload, q->len);
+        if (f->s.on_data != NULL) {
+            f->s.on_data(&f->s, st->scratch, n);
         }
-        pbuf_free(q);
     }
 }
 
