@@ -71,7 +71,9 @@ static int set_up(const char *ifname, const uint8_t addr[16], unsigned plen, uns
         r = -errno;
         goto out;
     }
-    ifr.ifr_flags = (short)(ifr.ifr_flags | IFF_UP);
+    /* Up, and no multicast: nothing on the mesh prefix is multicast, so mDNS skips the device
+     * and the kernel sends no MLD reports into it. */
+    ifr.ifr_flags = (short)((ifr.ifr_flags | IFF_UP) & ~IFF_MULTICAST);
     if (ioctl(s, SIOCSIFFLAGS, &ifr) < 0) {
         *step = "bring up";
         r = -errno;

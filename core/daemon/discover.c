@@ -89,6 +89,16 @@ struct km_discover {
 
 /* ---- this machine's networks ---- */
 
+/* An address inside the mesh prefix (a VIP). */
+static bool in_mesh_prefix(const struct km_discover *d, const struct sockaddr *sa)
+{
+    if (sa->sa_family != AF_INET6) {
+        return false;
+    }
+    const uint8_t *a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+    return ((unsigned)a[0] << 8 | a[1]) == d->cfg->prefix;
+}
+
 static void refresh_nets(struct km_discover *d)
 {
     uint64_t now = uv_now(d->loop);
@@ -108,6 +118,9 @@ static void refresh_nets(struct km_discover *d)
         if (i->ifa_addr == NULL || i->ifa_netmask == NULL || !(i->ifa_flags & IFF_UP) ||
             (i->ifa_flags & IFF_LOOPBACK)) {
             continue;
+        }
+        if (in_mesh_prefix(d, i->ifa_addr)) {
+            continue; /* our VIP on the TUN device: not a link to anyone, never a path */
         }
         struct local_net *n = &d->nets[d->n_nets];
         memset(n, 0, sizeof *n);
@@ -311,6 +324,38 @@ static enum km_requester be_classify(void *arg, const struct sockaddr *from)
 
 /* ---- public ---- */
 
+struct vip_search {
+    uint8_t vip[16];
+    uint16_t prefix;
+    struct km_pubkey found;
+};
+
+static int vip_match(const struct km_peer_info *info, void *arg)
+{
+    struct vip_search *q = arg;
+    uint8_t v[16];
+    km_vip(&info->key, q->prefix, v);
+    if (memcmp(v, q->vip, 16) != 0) {
+        return 0;
+    }
+    q->found = info->key;
+    return 1;
+}
+
+/* The router's VIP lookup for keys discovery learned (one hash per known key: VIPs are
+ * looked up per new TUN connection or echo, not per packet). */
+static bool find_vip(void *arg, const uint8_t vip[16], struct km_pubkey *out)
+{
+    struct km_discover *d = arg;
+    struct vip_search q = {.prefix = d->cfg->prefix};
+    memcpy(q.vip, vip, 16);
+    if (km_peers_foreach(d->peers, vip_match, &q) == 0) {
+        return false;
+    }
+    *out = q.found;
+    return true;
+}
+
 int km_discover_new(uv_loop_t *loop, const struct km_config *cfg, const struct km_pubkey *self,
                     struct km_router *router, struct km_discover **out)
 {
@@ -329,6 +374,8 @@ int km_discover_new(uv_loop_t *loop, const struct km_config *cfg, const struct k
     d->self = *self;
     d->router = router;
     load_config(d);
+    struct km_router_vips v = {find_vip, d};
+    km_router_set_vips(router, &v);
     *out = d;
     return 0;
 }
@@ -859,6 +906,9 @@ int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_t
     for (size_t i = 0; i < n; i++) {
         if (paths[i].kind == KM_PATH_RELAY) {
             continue; /* relays arrive with the NAT work */
+        }
+        if (in_mesh_prefix(d, (const struct sockaddr *)&paths[i].addr)) {
+            continue; /* a VIP routes into our own TUN device: never a way to reach a peer */
         }
         out->addrs[out->n_addrs++] = paths[i].addr;
     }

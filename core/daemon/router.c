@@ -51,6 +51,7 @@ struct km_router {
     uint8_t self_vip[16];
     char self_fqdn[KM_FQDN_MAX];
     struct km_mesh *mesh;
+    struct km_router_vips vips;
     struct km_egress egress;
     struct km_egress_req *reqs; /* every request in flight, for cancellation at free */
     struct km_router_gossip gossip;
@@ -109,7 +110,12 @@ static bool vip_to_key(const struct km_router *r, const uint8_t vip[16], struct 
             return true;
         }
     }
-    return false;
+    return r->vips.find != NULL && r->vips.find(r->vips.arg, vip, out);
+}
+
+void km_router_set_vips(struct km_router *r, const struct km_router_vips *v)
+{
+    r->vips = *v;
 }
 
 bool km_router_vip_known(const struct km_router *r, const uint8_t vip[16])

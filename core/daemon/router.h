@@ -61,6 +61,14 @@ struct km_router_gossip {
 };
 void km_router_set_gossip(struct km_router *r, const struct km_router_gossip *g);
 
+/* Where VIPs of nodes that are not configured are looked up (the discovery glue: keys learned
+ * by mDNS or gossip). find returns true and the key whose VIP is vip. */
+struct km_router_vips {
+    bool (*find)(void *arg, const uint8_t vip[16], struct km_pubkey *out);
+    void *arg;
+};
+void km_router_set_vips(struct km_router *r, const struct km_router_vips *v);
+
 /* The mesh set with km_router_set_mesh, or NULL. */
 struct km_mesh *km_router_mesh(const struct km_router *r);
 
@@ -76,7 +84,8 @@ void km_router_ssh_hooks(struct km_router *r, struct km_ssh_hooks *out);
 KM_MUST_CHECK int km_router_resolve(const struct km_router *r, const char *host,
                                     struct km_pubkey *out);
 
-/* True when a key the node knows (itself, a [peer] or an alias) hashes to vip. */
+/* True when a key the node knows (itself, a [peer], an alias, or one discovery learned)
+ * hashes to vip. */
 bool km_router_vip_known(const struct km_router *r, const uint8_t vip[16]);
 
 /* True for addresses direct egress refuses unless [egress] allow_private: unspecified,

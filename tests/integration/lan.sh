@@ -3,7 +3,7 @@
 # veth link, no [peer] configured, find each other by mDNS; then curl --socks5-hostname from A
 # reaches an HTTP server on B by B's FQDN (the dialer uses the mDNS path and checks B's host key
 # against the name); `keymesh resolve` shows the learned path; avahi-browse (when a private avahi
-# can run) is covered by mdns.sh. A new address on B reaches A in a re-signed record. Everything is created here and deleted on every exit.
+# can run) is covered by mdns.sh. A TUN device on A reaches B by VIP. A new address on B reaches A in a re-signed record. Everything is created here and deleted on every exit.
 source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "lan: needs root for network namespaces"; exit 1; }
 NA=km-lan-$$-a NB=km-lan-$$-b IA=kmln$$a IB=kmln$$b
@@ -27,10 +27,14 @@ for x in "$NA $IA 192.0.2.1" "$NB $IB 192.0.2.2"; do
 done
 A=$T/a B=$T/b
 for d in "$A" "$B"; do "$KM" init --dir "$d" >/dev/null || exit 1; done
+IDA=$("$KM" id --dir "$A" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')
 IDB=$("$KM" id --dir "$B" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')
 cat >"$A/keymesh.conf" <<EOF
 [mesh]
-listen = 192.0.2.1:15022
+listen = [::]:15022
+[tun]
+enabled = true
+name = kmlanA
 [socks5]
 listen = 127.0.0.1:1080
 [http]
@@ -80,6 +84,16 @@ accepted() {
     ip netns exec "$NA" "$KM" status --dir "$A" --json |
         python3 -c 'import json,sys; print(json.load(sys.stdin)["dns"]["announcements_accepted"])'
 }
+# The TUN device reaches B by its VIP with nothing configured: the VIP maps to B's key through
+# the keys discovery learned. A's own VIP is never announced as a path.
+VIPB=$("$KM" id --dir "$B" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["vip"])')
+check "curl http://[VIP]:8000/ reaches B over A's TUN (B found by mDNS only)" \
+    test "$(ip netns exec $NA curl -s -m 10 http://[$VIPB]:8000/index.html)" = hello-lan
+check "ping -6 B's VIP answers" ip netns exec "$NA" ping -6 -c 2 -i 0.2 -W 3 "$VIPB"
+check "B learns A's paths (A listens on the IPv6 wildcard)" waitfor 10 sh -c \
+    "ip netns exec $NB '$KM' resolve --dir '$B' --json $IDA.mesh.internal | grep -q '192.0.2.1'"
+check "... and A's VIP (its TUN address) is not among them" sh -c \
+    "! ip netns exec $NB '$KM' resolve --dir '$B' --json $IDA.mesh.internal | grep -q '\"\\[fd6b'"
 ACC0=$(accepted)
 ip -n "$NB" addr add 198.51.100.2/24 dev "$IB"
 kill -HUP "$PB"
