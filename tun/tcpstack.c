@@ -172,44 +172,59 @@ static void deliver_end(struct flow *f, int err)
 }
 
 /* Move queued bytes into lwIP's send buffer. */
+/* Copy up to len bytes into lwIP's send buffer; returns how many it took. more: further
+ * bytes follow at once (no PSH yet). */
+static size_t write_some(struct tcp_pcb *pcb, const uint8_t *data, size_t len, bool more)
+{
+    size_t done = 0;
+    /* Bounded: each round takes bytes or stops. */
+    while (done < len) {
+        size_t room = tcp_sndbuf(pcb);
+        if (room == 0 || tcp_sndqueuelen(pcb) >= TCP_SND_QUEUELEN - 1) {
+            break;
+        }
+        size_t n = len - done;
+        n = n > room ? room : n;
+        n = n > 0xffffu ? 0xffffu : n;
+        u8_t flags = TCP_WRITE_FLAG_COPY;
+        if (more || done + n < len) {
+            flags |= TCP_WRITE_FLAG_MORE;
+        }
+        if (tcp_write(pcb, data + done, (u16_t)n, flags) != ERR_OK) {
+            break; /* out of memory or queue slots: retried on the next ACK */
+        }
+        done += n;
+    }
+    return done;
+}
+
+/* Move queued bytes into lwIP's send buffer. Safe inside lwIP's sent callback: it calls no
+ * consumer callback and never frees the pcb. */
+static bool push_queued(struct flow *f)
+{
+    size_t len = km_buf_len(&f->txq);
+    if (f->pcb == NULL || len == 0) {
+        return false;
+    }
+    size_t n = write_some(f->pcb, km_buf_peek_ptr(&f->txq), len, false);
+    if (km_buf_skip(&f->txq, n) != 0 || km_buf_len(&f->txq) == 0) {
+        km_buf_clear(&f->txq);
+    }
+    return n > 0;
+}
+
+/* push_queued, then the FIN once everything is in, and send. */
 static void push(struct flow *f)
 {
     struct tcp_pcb *pcb = f->pcb;
     if (pcb == NULL) {
         return;
     }
-    bool wrote = false;
-    while (km_buf_len(&f->txq) > 0) {
-        size_t room = tcp_sndbuf(pcb);
-        if (room == 0 || tcp_sndqueuelen(pcb) >= TCP_SND_QUEUELEN - 1) {
-            break;
-        }
-        size_t n = km_buf_len(&f->txq);
-        if (n > room) {
-            n = room;
-        }
-        if (n > 0xffffu) {
-            n = 0xffffu;
-        }
-        u8_t flags = TCP_WRITE_FLAG_COPY;
-        if (n < km_buf_len(&f->txq)) {
-            flags |= TCP_WRITE_FLAG_MORE;
-        }
-        if (tcp_write(pcb, km_buf_peek_ptr(&f->txq), (u16_t)n, flags) != ERR_OK) {
-            break; /* out of memory or queue slots: retried on the next ACK */
-        }
-        if (km_buf_skip(&f->txq, n) != 0) {
-            break; /* unreachable: n <= len */
-        }
-        wrote = true;
-    }
-    if (km_buf_len(&f->txq) == 0) {
-        km_buf_clear(&f->txq);
-        if (f->shut_requested && !f->shut_done) {
-            if (tcp_shutdown(pcb, 0, 1) == ERR_OK) {
-                f->shut_done = true;
-                wrote = true;
-            }
+    bool wrote = push_queued(f);
+    if (km_buf_len(&f->txq) == 0 && f->shut_requested && !f->shut_done) {
+        if (tcp_shutdown(pcb, 0, 1) == ERR_OK) {
+            f->shut_done = true;
+            wrote = true;
         }
     }
     if (wrote) {
@@ -349,6 +364,9 @@ static err_t on_sent(void *arg, struct tcp_pcb *pcb, u16_t len)
     (void)len;
     struct flow *f = arg;
     if (f != NULL) {
+        /* Refill lwIP's send buffer now rather than a loop turn later (tcp_input sends it on
+         * return); the pass tells the consumer about the drained queue. */
+        (void)push_queued(f);
         kick(f);
     }
     return ERR_OK;
@@ -380,14 +398,24 @@ static int op_write(struct km_stream *s, const uint8_t *data, size_t len)
     if (len == 0) {
         return 0;
     }
-    int r = km_buf_put_bytes(&f->txq, data, len);
-    if (r != 0) {
-        return r;
+    /* Straight into lwIP's send buffer when nothing waits before these bytes; queue the rest. */
+    size_t done = 0;
+    if (km_buf_len(&f->txq) == 0) {
+        done = write_some(f->pcb, data, len, false);
     }
-    if (km_buf_len(&f->txq) > KM_STREAM_HIGH_WATER) {
-        f->above_high = true;
+    if (done < len) {
+        int r = km_buf_put_bytes(&f->txq, data + done, len - done);
+        if (r != 0) {
+            if (done > 0) {
+                (void)tcp_output(f->pcb);
+            }
+            return r; /* not reached below TX_QUEUE_MAX: the relay pauses at the high mark */
+        }
+        if (km_buf_len(&f->txq) > KM_STREAM_HIGH_WATER) {
+            f->above_high = true;
+        }
     }
-    push(f); /* tcp_write/tcp_output call no callback of ours */
+    (void)tcp_output(f->pcb); /* tcp_write/tcp_output call no callback of ours */
     return 0;
 }
 
