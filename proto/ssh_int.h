@@ -13,6 +13,9 @@
  * pauses at KM_STREAM_HIGH_WATER, so this only guards against a misbehaving consumer. */
 #define KM_SSH_CHAN_QUEUE_MAX (8u << 20)
 
+/* Largest certificate blob passed to the authorize_cert hook (cap/cert.h allows 8 KiB). */
+#define KM_SSH_CERT_MAX 8192u
+
 struct km_ssh_chan;
 
 struct km_ssh_listener {
@@ -92,6 +95,12 @@ struct km_ssh_conn {
     uint64_t idle_since_ms;
     struct km_pubkey peer;
     char user[64];
+    char peer_ip[48];          /* server: the client's address, for source-address */
+    struct km_ssh_grant grant; /* server: the capability the client logged in with */
+    bool has_grant;
+    bool cert_refused_logged; /* one log line per refused certificate login */
+    ssh_key auth_key;         /* client: our key with a certificate, while authenticating */
+    int auth_step;            /* client: 0 plain key, 1 certificate, 2 done */
     struct km_ssh_chan *chans;
     struct km_ssh_open *opens;
     struct km_ssh_direct *directs; /* requests the daemon is still connecting */

@@ -19,6 +19,8 @@
  * pick a non-AEAD cipher, which these lists never offer; a common entry must still exist. */
 #define KEX_ALGOS "curve25519-sha256,curve25519-sha256@libssh.org"
 #define HOSTKEY_ALGOS "ssh-ed25519"
+/* Client authentication: plain node keys, and capability certificates (docs/CAPABILITIES.md). */
+#define USER_KEY_ALGOS "ssh-ed25519,ssh-ed25519-cert-v01@openssh.com"
 #define CIPHERS_AES "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 #define CIPHERS_CHACHA "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 #define MAC_ALGOS "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com"
@@ -89,7 +91,7 @@ int km__ssh_session_options(struct km_ssh_node *n, ssh_session s)
         ssh_options_set(s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_KEY_EXCHANGE, KEX_ALGOS) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_HOSTKEYS, HOSTKEY_ALGOS) != SSH_OK ||
-        ssh_options_set(s, SSH_OPTIONS_PUBLICKEY_ACCEPTED_TYPES, HOSTKEY_ALGOS) != SSH_OK ||
+        ssh_options_set(s, SSH_OPTIONS_PUBLICKEY_ACCEPTED_TYPES, USER_KEY_ALGOS) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_CIPHERS_C_S, n->ciphers) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_CIPHERS_S_C, n->ciphers) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_HMAC_C_S, MAC_ALGOS) != SSH_OK ||
@@ -119,7 +121,7 @@ static int bind_options(struct km_ssh_node *n, ssh_key key)
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_KEY_EXCHANGE, KEX_ALGOS) != SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, HOSTKEY_ALGOS) !=
             SSH_OK ||
-        ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES, HOSTKEY_ALGOS) !=
+        ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES, USER_KEY_ALGOS) !=
             SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_CIPHERS_C_S, n->ciphers) != SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_CIPHERS_S_C, n->ciphers) != SSH_OK ||

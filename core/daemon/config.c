@@ -68,6 +68,8 @@ enum single {
     S_PUB_TSIG_SECRET_FILE,
     S_PUB_TTL,
     S_PUB_TCP,
+    S_CAP_ACCOUNT,
+    S_CAP_SKEW,
     S_N
 };
 
@@ -819,11 +821,60 @@ static int set_single(struct parse *p, enum single s, const char *section, const
     case S_SOCKS5_PASSWORD:
         return set_secret(c->socks5_password, sizeof c->socks5_password, section, key, value, err,
                           errsz);
+    case S_CAP_ACCOUNT: {
+        /* A local user name as useradd(8) takes it: no path or shell metacharacters. */
+        size_t n = strlen(value);
+        bool ok = n > 0 && n < sizeof c->cap_account && value[0] != '-';
+        for (size_t i = 0; ok && i < n; i++) {
+            char ch = value[i];
+            ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+                 ch == '_' || ch == '-' || ch == '.';
+        }
+        if (!ok) {
+            return bad_value(err, errsz, section, key, value,
+                             "a local account name (letters, digits, '_', '-', '.'; at most 32)");
+        }
+        memcpy(c->cap_account, value, n + 1);
+        return 0;
+    }
+    case S_CAP_SKEW: {
+        uint64_t ms;
+        if (km_conf_duration_ms(value, &ms) != 0 || ms > 3600000) {
+            return bad_value(err, errsz, section, key, value,
+                             "a duration from 0 to 1h (like 60s or 5m)");
+        }
+        c->cap_skew_s = (uint32_t)(ms / 1000);
+        return 0;
+    }
     case S_N:
     default:
         break;
     }
     return KM_ERR_CONFIG;
+}
+
+/* [cap] owner: a node ID or an OpenSSH ed25519 public key line; repeatable. */
+static int add_owner(struct km_config *c, const char *section, const char *key, const char *value,
+                     char *err, size_t errsz)
+{
+    struct km_pubkey k;
+    if (km_node_id_parse(value, strlen(value), &k) != 0 &&
+        km_pubkey_parse(value, strlen(value), &k) != 0) {
+        return bad_value(err, errsz, section, key, value,
+                         "an owner key (a node ID or an \"ssh-ed25519 ...\" public key line)");
+    }
+    for (size_t i = 0; i < c->n_cap_owners; i++) {
+        if (km_pubkey_equal(&c->cap_owners[i], &k)) {
+            return 0;
+        }
+    }
+    if (c->n_cap_owners >= KM_CONFIG_MAX_OWNERS) {
+        msg(err, errsz, "[%s] %s: too many owner keys (max %u)", section, key,
+            KM_CONFIG_MAX_OWNERS);
+        return KM_ERR_CONFIG;
+    }
+    c->cap_owners[c->n_cap_owners++] = k;
+    return 0;
 }
 
 /* The schema: every single-valued key. `listen`, `expose`, [peer NAME] and [aliases] are
@@ -866,10 +917,12 @@ static const struct {
     {"publish", "tsig_secret_file", S_PUB_TSIG_SECRET_FILE},
     {"publish", "ttl", S_PUB_TTL},
     {"publish", "tcp", S_PUB_TCP},
+    {"cap", "account", S_CAP_ACCOUNT},
+    {"cap", "clock_skew", S_CAP_SKEW},
 };
 
-static const char *const sections[] = {"node", "log", "control", "mesh",    "egress", "socks5",
-                                       "http", "dns", "mdns",    "publish", "aliases"};
+static const char *const sections[] = {"node", "log", "control", "mesh",    "egress",  "socks5",
+                                       "http", "dns", "mdns",    "publish", "aliases", "cap"};
 
 static bool is_peer_section(const char *section)
 {
@@ -896,7 +949,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http, dns, mdns, publish or aliases)",
+        "http, dns, mdns, publish, cap or aliases)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -921,6 +974,9 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
         if (strcmp(section, lsec_name[s]) == 0 && strcmp(key, "listen") == 0) {
             return add_listen(p, (enum lsec)s, value, line, err, errsz);
         }
+    }
+    if (strcmp(section, "cap") == 0 && strcmp(key, "owner") == 0) {
+        return add_owner(p->c, section, key, value, err, errsz);
     }
     if (strcmp(section, "mesh") == 0 && strcmp(key, "expose") == 0) {
         return add_ports(p->c->mesh_expose, &p->c->n_mesh_expose, section, key, value, err, errsz);
@@ -1096,6 +1152,7 @@ void km_config_defaults(struct km_config *c)
     c->ciphers = KM_CIPHER_AUTO;
     c->egress = KM_EGRESS_REFUSE;
     c->allow_private = false;
+    c->cap_skew_s = 60;
     c->socks5_enabled = true;
     c->socks5_listen[0] = (struct km_conf_addr){.host = "127.0.0.1", .port = 1080};
     c->n_socks5_listen = 1;

@@ -21,6 +21,7 @@
 #define KM_CONFIG_MAX_PEERS 64
 #define KM_CONFIG_MAX_PEER_ADDRS 8
 #define KM_CONFIG_MAX_PORTS 32
+#define KM_CONFIG_MAX_OWNERS 16
 
 enum km_cipher_pref {
     KM_CIPHER_AUTO = 0, /* AES-GCM when the CPU has AES instructions, else ChaCha20 */
@@ -114,6 +115,11 @@ struct km_config {
     char publish_tsig_secret_file[KM_CONFIG_PATH_MAX]; /* relative: under the state dir */
     uint32_t publish_ttl_s;
     bool publish_tcp;
+    /* [cap]: capabilities (docs/CAPABILITIES.md) */
+    struct km_pubkey cap_owners[KM_CONFIG_MAX_OWNERS]; /* `owner =`, trusted signers */
+    size_t n_cap_owners;
+    char cap_account[33]; /* `account =`: local user for shell/exec grants; "" = none */
+    uint32_t cap_skew_s;  /* `clock_skew =`, default 60 s */
     /* [aliases] */
     struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
     size_t n_aliases;

@@ -232,20 +232,24 @@ static void test_inbound_policy(void **state)
     assert_int_equal(h.authorize(h.arg, &k2, "keymesh"), KM_ERR_REFUSED); /* allow = false */
     assert_int_equal(h.authorize(h.arg, km_key_pub(stranger), "keymesh"), KM_ERR_REFUSED);
     /* Streams: [mesh] expose for everyone allowed, the peer's own list for it. */
-    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 22), 0);
-    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 8080), 0);
-    assert_int_equal(h.allow_direct(h.arg, &k1, "127.0.0.1", 8080), 0);
-    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 8081), KM_ERR_REFUSED);
-    assert_int_equal(h.allow_direct(h.arg, &k1, "192.0.2.1", 22), KM_ERR_REFUSED); /* no exit */
-    assert_int_equal(h.allow_direct(h.arg, &k2, "localhost", 22), KM_ERR_REFUSED); /* allow=0 */
-    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "localhost", 22), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "localhost", 22), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "localhost", 8080), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "127.0.0.1", 8080), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "localhost", 8081), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "192.0.2.1", 22),
+                     KM_ERR_REFUSED); /* no exit */
+    assert_int_equal(h.allow_direct(h.arg, &k2, NULL, "localhost", 22),
+                     KM_ERR_REFUSED); /* allow=0 */
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), NULL, "localhost", 22),
+                     KM_ERR_REFUSED);
     /* allow_unknown: a key with no [peer] logs in and opens [mesh] expose ports only. */
     f->cfg->allow_unknown = true;
     assert_int_equal(h.authorize(h.arg, km_key_pub(stranger), "keymesh"), 0);
-    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "localhost", 22), 0);
-    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "localhost", 8080),
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), NULL, "localhost", 22), 0);
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), NULL, "localhost", 8080),
                      KM_ERR_REFUSED);
-    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "192.0.2.1", 22), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), NULL, "192.0.2.1", 22),
+                     KM_ERR_REFUSED);
     assert_int_equal(h.authorize(h.arg, &k2, "keymesh"), KM_ERR_REFUSED); /* allow=0 wins */
     f->cfg->allow_unknown = false;
     km_key_free(stranger);

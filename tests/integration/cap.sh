@@ -1,0 +1,185 @@
+#!/usr/bin/env bash
+# Capabilities (DESIGN.md section 8, docs/CAPABILITIES.md) end to end with stock OpenSSH:
+#   - `keymesh grant` output read by `ssh-keygen -L`, installed with `keymesh cap add`;
+#   - B (the target) trusts its own key and an owner key; A (the grantee) holds grants and
+#     its daemon presents them when it dials B;
+#   - stock ssh through `keymesh connect` with CertificateFile: the permission matrix
+#     {port N, shell, exec} x {granted, not granted, expired, revoked, wrong node};
+#   - an interactive shell through a pty (script(1)) with its exit status;
+#   - a grant that expires during a live session disconnects it;
+#   - a plain sshd with TrustedUserCAKeys = the owner key accepts the same certificate.
+# Sanitizer reports in any daemon's log fail the test.
+source "$(dirname "$0")/lib.sh"
+HELPER="$(cd "$(dirname "$0")" && pwd)/mesh_helper.py"
+SAN='ERROR: AddressSanitizer|runtime error:|LeakSanitizer|AddressSanitizer:DEADLYSIGNAL'
+
+A=$T/a B=$T/b C=$T/c O=$T/owner
+for d in "$A" "$B" "$C"; do "$KM" init --dir "$d" >/dev/null || exit 1; done
+nid() { "$KM" derive --json "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])'; }
+IA=$(nid "$A/node.key.pub") IB=$(nid "$B/node.key.pub") IC=$(nid "$C/node.key.pub")
+SUF=mesh.internal
+mkdir -p "$O" && chmod 700 "$O"
+ssh-keygen -q -t ed25519 -N '' -C owner -f "$O/owner" >/dev/null
+
+# B: the target. Trusts the owner key; A is no configured peer of B. Port 18999 serves a
+# blob, 18998 serves something never granted.
+cat >"$B/keymesh.conf" <<EOF
+[dns]
+enabled = false
+[mesh]
+listen = 127.0.0.1:16002
+[socks5]
+enabled = false
+[http]
+enabled = false
+[cap]
+owner = $(cat "$O/owner.pub")
+account = root
+clock_skew = 0s
+EOF
+cat >"$A/keymesh.conf" <<EOF
+[dns]
+enabled = false
+[mesh]
+listen = 127.0.0.1:16001
+[socks5]
+enabled = false
+[http]
+enabled = false
+[peer bee]
+node = $IB
+address = 127.0.0.1:16002
+EOF
+
+mkdir -p "$T/www"
+head -c 100000 /dev/urandom >"$T/www/blob"
+python3 "$HELPER" http 18999 "$T/www" 2>"$T/http.log" & PIDS+=($!); disown $!
+python3 "$HELPER" http 18998 "$T/www" 2>"$T/httpx.log" & PIDS+=($!); disown $!
+port_open() { python3 -c 'import socket,sys; socket.create_connection(("127.0.0.1", int(sys.argv[1])), 1)' "$1"; }
+for p in 18999 18998; do check "server on $p is up" waitfor 10 port_open "$p"; done
+
+# ---- grant, ssh-keygen -L, cap add ----
+expect_exit 0 "grant: port 18999 to A, signed by B's node key" \
+    "$KM" grant --dir "$B" --to "$A/node.key.pub" --allow port:18999 --valid 1h -o "$T/port.cert"
+check "... ssh-keygen -L reads it" sh -c "ssh-keygen -L -f '$T/port.cert' >'$T/L' 2>&1"
+check "... as a user certificate" contains "$T/L" "Type: ssh-ed25519-cert-v01@openssh.com user certificate"
+check "... principal is B's node ID" contains "$T/L" "^ *$IB\$"
+check "... extensions permit-port-forwarding and permit-ports@keymesh" \
+    sh -c "grep -q permit-port-forwarding '$T/L' && grep -q 'permit-ports@keymesh' '$T/L'"
+check "... signed by B's key" contains "$T/L" "Signing CA: ED25519 $(ssh-keygen -l -f "$B/node.key.pub" | cut -d' ' -f2)"
+check "... no pty for a port grant" sh -c "! grep -q permit-pty '$T/L'"
+expect_exit 0 "grant: shell to A by the owner key (--signer, --node B)" \
+    "$KM" grant --dir "$B" --to "$IA" --node "$IB" --signer "$O/owner" --allow shell \
+    --valid 1h -o "$T/shell.cert"
+ssh-keygen -L -f "$T/shell.cert" >"$T/L2"
+check "... ssh-keygen -L: permit-pty, signed by the owner key" \
+    sh -c "grep -q permit-pty '$T/L2' && grep -q 'Signing CA: ED25519 $(ssh-keygen -l -f "$O/owner.pub" | cut -d' ' -f2)' '$T/L2'"
+expect_exit 0 "grant: exec:'echo exec-ok' to A" \
+    "$KM" grant --dir "$B" --to "$IA" --allow "exec:echo exec-ok; exit 7" --valid 1h -o "$T/exec.cert"
+check "... ssh-keygen -L shows the force-command" contains <(ssh-keygen -L -f "$T/exec.cert") "force-command echo exec-ok; exit 7"
+expect_exit 2 "grant without --allow is a usage error" "$KM" grant --dir "$B" --to "$IA" --valid 1h
+expect_exit 2 "grant with shell and exec is a usage error" \
+    "$KM" grant --dir "$B" --to "$IA" --allow shell --allow exec:ls --valid 1h
+expect_exit 2 "grant --signer without --node is a usage error" \
+    "$KM" grant --dir "$B" --to "$IA" --signer "$O/owner" --allow shell --valid 1h
+expect_exit 1 "cap add refuses a certificate for another key" "$KM" cap add --dir "$C" "$T/port.cert"
+check "... saying so" contains "$T/err" "not to this node"
+expect_exit 0 "cap add (A) the port grant" "$KM" cap add --dir "$A" "$T/port.cert"
+"$KM" cap list --dir "$A" --json >"$T/list.json"
+check "cap list --json (A): one held grant, valid, port:18999" python3 -c '
+import json,sys; j=json.load(open(sys.argv[1])); h=j["held"]
+assert len(h)==1 and h[0]["status"]=="valid" and h[0]["allow"]=="port:18999" and h[0]["nodes"]==[sys.argv[2]], j' "$T/list.json" "$IB"
+"$KM" cap list --dir "$B" --json >"$T/listb.json"
+check "cap list --json (B): three issued" python3 -c '
+import json,sys; j=json.load(open(sys.argv[1])); assert len(j["issued"])==3 and j["held"]==[], j' "$T/listb.json"
+
+check "daemon B starts" start_daemon "$B"; PB=$DPID
+check "daemon A starts" start_daemon "$A"; PA=$DPID
+
+SSHOPTS=(-F /dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10
+         -o IdentitiesOnly=yes -o UserKnownHostsFile="$T/kh" -i "$A/node.key")
+"$KM" id --dir "$B" --known-hosts >"$T/kh"
+PROXY=(-o ProxyCommand="$KM connect --dir $A %h %p" -p 16002)
+http_req() { printf 'GET /%s HTTP/1.0\r\nHost: x\r\n\r\n' "$1"; }
+body_is() { python3 -c 'import sys; d=open(sys.argv[1],"rb").read(); e=open(sys.argv[2],"rb").read()
+h,_,b=d.partition(b"\r\n\r\n"); assert h.startswith(b"HTTP/1.0 200"), h[:40]; assert b==e' "$1" "$2"; }
+
+# port_cell CERT PORT: ssh -W localhost:PORT to B through `keymesh connect`, presenting CERT.
+port_cell() {
+    http_req blob | timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$1" \
+        -W "localhost:$2" "alice@$IB.$SUF" >"$T/cell.out" 2>"$T/cell.err"
+}
+
+# ---- the mesh hop itself: A's daemon presents its held certificate to B ----
+rm -f "$T/got"
+check "keymesh connect (A) to B:18999 with the held port grant" sh -c \
+    "http_req() { printf 'GET /blob HTTP/1.0\r\n\r\n'; }; http_req | timeout 20 '$KM' connect --dir '$A' $IB.$SUF 18999 >'$T/got'"
+check "... byte-exact" body_is "$T/got" "$T/www/blob"
+check "... B logged the certificate login" contains "$B.log" "certificate serial [0-9]* accepted"
+expect_exit 1 "keymesh connect (A) to B:18998 (not granted) is refused" \
+    timeout 20 "$KM" connect --dir "$A" "$IB.$SUF" 18998 </dev/null
+check "... B logged the refusal" contains "$B.log" 'refused direct-tcpip to "localhost":18998'
+check "... and the server on 18998 never heard of it" test ! -s "$T/httpx.log"
+
+# ---- port cells with stock ssh (-W) through keymesh connect ----
+# (B's mesh port is reachable for A only because A holds a grant: add a shell grant for the
+# nested sessions.)
+"$KM" cap add --dir "$A" "$T/shell.cert" >/dev/null
+port_cell "$T/port.cert" 18999
+check "matrix port/granted: ssh -W localhost:18999 byte-exact" body_is "$T/cell.out" "$T/www/blob"
+port_cell "$T/port.cert" 18998; r=$?
+check "matrix port/not granted: ssh -W localhost:18998 fails (exit $r)" test "$r" -ne 0 -a "$r" -ne 124
+check "... administratively prohibited" contains "$T/cell.err" "administratively prohibited"
+
+# refused_cell WHAT CERT PORT REASON: the certificate login is refused and B says why.
+refused_cell() {
+    port_cell "$2" "$3"; local r=$?
+    check "matrix $1: ssh fails (exit $r)" test "$r" = 255
+    check "... permission denied" contains "$T/cell.err" "Permission denied"
+    check "... B logged: $4" contains "$B.log" "refused: $4"
+}
+"$KM" grant --dir "$B" --to "$IA" --allow port:18999 --valid 1s -o "$T/port-exp.cert" 2>/dev/null
+"$KM" grant --dir "$B" --to "$IA" --allow port:18999 --valid 1h -o "$T/port-rev.cert" 2>/dev/null
+"$KM" grant --dir "$B" --to "$IA" --node "$IC" --allow port:18999 --valid 1h -o "$T/port-wrong.cert" 2>/dev/null
+"$KM" grant --dir "$C" --to "$IA" --node "$IB" --allow port:18999 --valid 1h -o "$T/port-signer.cert" 2>/dev/null
+SER=$(ssh-keygen -L -f "$T/port-rev.cert" | sed -n 's/^ *Serial: //p')
+expect_exit 0 "cap revoke (B) serial $SER" "$KM" cap revoke --dir "$B" "$SER"
+sleep 2
+refused_cell "port/expired" "$T/port-exp.cert" 18999 "expired"
+refused_cell "port/revoked" "$T/port-rev.cert" 18999 "serial $SER is revoked"
+refused_cell "port/wrong node" "$T/port-wrong.cert" 18999 "principals do not name this node"
+refused_cell "port/untrusted signer" "$T/port-signer.cert" 18999 "signer $IC is not trusted"
+"$KM" cap list --dir "$B" --json >"$T/listb.json"
+check "cap list (B) shows the revoked and the expired grant" python3 -c '
+import json,sys; j={x["serial"]: x["status"] for x in json.load(open(sys.argv[1]))["issued"]}
+assert j[int(sys.argv[2])]=="revoked", j; assert "expired" in j.values(), j' "$T/listb.json" "$SER"
+
+# ---- a grant that expires during a live session disconnects it ----
+"$KM" grant --dir "$B" --to "$IA" --allow port:18999 --valid 6s -o "$T/port-live.cert" 2>/dev/null
+timeout 60 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/port-live.cert" \
+    -o ExitOnForwardFailure=yes -N -L 127.0.0.1:13000:localhost:18999 "alice@$IB.$SUF" \
+    2>"$T/live.err" & lpid=$!; PIDS+=("$lpid")
+check "live: ssh -N -L with a 6 s grant is up" waitfor 10 port_open 13000
+rm -f "$T/got"
+check "live: curl through it before expiry, byte-exact" sh -c \
+    "curl -sS -m 10 -o '$T/got' http://127.0.0.1:13000/blob && cmp -s '$T/got' '$T/www/blob'"
+t0=$(date +%s)
+check "live: the session ends when the grant expires (within 15 s)" \
+    waitfor 15 sh -c "! kill -0 $lpid 2>/dev/null"
+t1=$(date +%s)
+check "... not at once (it lived $((t1 - t0)) s more)" test $((t1 - t0)) -ge 2
+check "... B logged the expiry" contains "$B.log" "expired: disconnecting"
+wait "$lpid" 2>/dev/null
+
+stop_all() {
+    for n in A B; do
+        eval "DPID=\$P$n"; stop_daemon
+        check "$n exits 0 after SIGTERM (got $DRC)" test "$DRC" -eq 0
+    done
+    for f in "$A.log" "$B.log"; do
+        check "no sanitizer report in $(basename "$f")" sh -c "! grep -Eq '$SAN' '$f'"
+        grep -E -A5 "$SAN" "$f" | head -20 | sed 's/^/    /'
+    done
+}
+stop_all
+finish
