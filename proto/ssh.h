@@ -52,6 +52,7 @@ struct km_ssh_grant {
     bool pty;           /* a pty may be allocated */
     bool expose;        /* reverse forwards may be registered */
     char command[KM_SSH_GRANT_COMMAND_MAX + 1];
+    char account[33]; /* the local account sessions run as; "" = sessions refused */
     uint16_t ports[KM_SSH_GRANT_MAX_PORTS]; /* local ports direct-tcpip may reach */
     size_t n_ports;
 };

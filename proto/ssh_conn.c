@@ -319,6 +319,15 @@ static void take_messages(struct km_ssh_conn *c)
             handle_auth(c, m);
             continue;
         }
+        if (ssh_message_type(m) == SSH_REQUEST_CHANNEL_OPEN &&
+            ssh_message_subtype(m) == SSH_CHANNEL_SESSION && c->server && c->peer_verified &&
+            c->state == KM_SSH_READY && km__ssh_sess_open(c, m) == 0) {
+            ssh_message_free(m);
+            continue;
+        }
+        if (ssh_message_type(m) == SSH_REQUEST_CHANNEL && c->server && km__ssh_sess_request(c, m)) {
+            continue;
+        }
         /* Sessions, forwards, global requests (keepalives), other auth methods: the default
          * reply is a refusal, or "continue" for service requests. */
         (void)ssh_message_reply_default(m);
@@ -1007,6 +1016,7 @@ static void close_conn(struct km_ssh_conn *c)
 void km__ssh_conn_unlink(struct km_ssh_conn *c)
 {
     struct km_ssh_node *n = c->node;
+    km__ssh_sess_conn_gone(c);
     int err = c->close_err != 0 ? c->close_err : KM_ERR_CLOSED;
     for (struct km_ssh_conn **pp = &n->conns; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == c) {

@@ -35,8 +35,10 @@ struct km_ssh_node {
     struct km_ssh_hooks hooks;
     struct km_ssh_listener *listeners;
     struct km_ssh_conn *conns;
-    struct km_ssh_chan *orphans; /* streams whose conn is gone, freed once their user closes */
-    uv_timer_t reaper;           /* frees orphans and dead conns outside callbacks */
+    struct km_ssh_chan *orphans;  /* streams whose conn is gone, freed once their user closes */
+    struct km_ssh_sess *sessions; /* session channels and their children (ssh_session.c) */
+    unsigned next_sess_id;
+    uv_timer_t reaper; /* frees orphans and dead conns outside callbacks */
     unsigned n_conns;
     unsigned n_unauth;
     unsigned next_id;
@@ -131,6 +133,25 @@ bool km__ssh_chan_closed_by_user(const struct km_ssh_chan *ch);
 bool km__ssh_chan_wants_service(const struct km_ssh_chan *ch);
 struct km_ssh_chan *km__ssh_chan_next(const struct km_ssh_chan *ch);
 void km__ssh_chan_set_next(struct km_ssh_chan *ch, struct km_ssh_chan *next);
+
+/* Send exit-status (status >= 0) or exit-signal (signame) just before the channel's CLOSE,
+ * after the queued data and EOF. */
+void km__ssh_chan_set_exit(struct km_ssh_chan *ch, int status, const char *signame);
+
+/* ---- ssh_session.c ---- */
+
+struct km_ssh_sess;
+/* A "session" channel open on c: accept it (0) when the conn's grant allows shell or exec,
+ * else KM_ERR_REFUSED (logged; the caller answers the message). */
+int km__ssh_sess_open(struct km_ssh_conn *c, ssh_message m);
+/* A channel request; true if it was for one of our sessions (answered and freed). */
+bool km__ssh_sess_request(struct km_ssh_conn *c, ssh_message m);
+/* c is going away (before its libssh session is freed): sessions forget its channels. */
+void km__ssh_sess_conn_gone(struct km_ssh_conn *c);
+/* Node shutdown: every child is killed (and reaped as usual). */
+void km__ssh_sess_close_all(struct km_ssh_node *n);
+/* Free sessions that never started a child and are finished (the reaper). */
+void km__ssh_sess_reap(struct km_ssh_node *n);
 
 /* ---- ssh_conn.c ---- */
 

@@ -317,6 +317,7 @@ static void on_reap(uv_timer_t *t)
         }
         km__ssh_conn_unlink(c);
     }
+    km__ssh_sess_reap(n);
     /* Orphaned streams whose users have closed them. */
     struct km_ssh_chan *prev = NULL;
     struct km_ssh_chan *ch = n->orphans;
@@ -335,7 +336,7 @@ static void on_reap(uv_timer_t *t)
         ch = next;
     }
     if (n->closing && n->conns == NULL && n->pending_closes == 0 && n->orphans == NULL &&
-        n->listeners == NULL && !uv_is_closing((uv_handle_t *)&n->reaper)) {
+        n->sessions == NULL && n->listeners == NULL && !uv_is_closing((uv_handle_t *)&n->reaper)) {
         uv_close((uv_handle_t *)&n->reaper, on_reaper_closed);
     }
 }
@@ -354,5 +355,6 @@ void km_ssh_node_close(struct km_ssh_node *n)
     for (struct km_ssh_conn *c = n->conns; c != NULL; c = c->next) {
         km_ssh_conn_close(c);
     }
+    km__ssh_sess_close_all(n);
     km__ssh_node_kick_reaper(n);
 }

@@ -510,6 +510,7 @@ static int hook_authorize_cert(void *arg, const uint8_t *blob, size_t len, const
     grant->pty = g.pty;
     grant->expose = g.expose;
     snprintf(grant->command, sizeof grant->command, "%s", g.command);
+    snprintf(grant->account, sizeof grant->account, "%s", r->cfg->cap_account);
     for (size_t i = 0; i < g.n_ports && i < KM_SSH_GRANT_MAX_PORTS; i++) {
         grant->ports[grant->n_ports++] = g.ports[i];
     }

@@ -93,7 +93,8 @@ assert len(h)==1 and h[0]["status"]=="valid" and h[0]["allow"]=="port:18999" and
 check "cap list --json (B): three issued" python3 -c '
 import json,sys; j=json.load(open(sys.argv[1])); assert len(j["issued"])==3 and j["held"]==[], j' "$T/listb.json"
 
-check "daemon B starts" start_daemon "$B"; PB=$DPID
+# The daemon's own environment must not reach session children.
+KEYMESH_LEAK=leak check "daemon B starts" start_daemon "$B"; PB=$DPID
 check "daemon A starts" start_daemon "$A"; PA=$DPID
 
 SSHOPTS=(-F /dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10
@@ -130,6 +131,38 @@ check "matrix port/granted: ssh -W localhost:18999 byte-exact" body_is "$T/cell.
 port_cell "$T/port.cert" 18998; r=$?
 check "matrix port/not granted: ssh -W localhost:18998 fails (exit $r)" test "$r" -ne 0 -a "$r" -ne 124
 check "... administratively prohibited" contains "$T/cell.err" "administratively prohibited"
+
+# ---- shell and exec cells ----
+# ssh_cell CERT [ARGS...]: stock ssh to B through keymesh connect presenting CERT.
+ssh_cell() {
+    local cert=$1; shift
+    timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$cert" "alice@$IB.$SUF" "$@" \
+        >"$T/cell.out" 2>"$T/cell.err" </dev/null
+}
+ssh_cell "$T/shell.cert" 'echo "hello from $(id -un)"; echo "env: HOME=$HOME USER=$USER X=${KEYMESH_LEAK:-none}"; exit 3'; r=$?
+check "matrix shell/granted: exec of a command exits 3 (got $r)" test "$r" = 3
+check "... its exact output" diff <(printf 'hello from root\nenv: HOME=/root USER=root X=none\n') "$T/cell.out"
+ssh_cell "$T/exec.cert"; r=$?
+check "matrix exec/granted: the forced command runs, exits 7 (got $r)" test "$r" = 7
+check "... exact output" diff <(printf 'exec-ok\n') "$T/cell.out"
+ssh_cell "$T/exec.cert" 'echo not-this'; r=$?
+check "matrix exec/granted: another command still runs only the forced one (exit $r)" \
+    sh -c "[ $r = 7 ] && [ \"\$(cat '$T/cell.out')\" = exec-ok ]"
+ssh_cell "$T/port.cert" 'echo nope'; r=$?
+check "matrix shell/not granted (port grant): refused (exit $r)" test "$r" = 255
+check "... the session channel is refused" contains "$T/cell.err" "open failed"
+check "... B logged it" contains "$B.log" "session channel refused: the capability grants neither shell nor exec"
+check "... and nothing ran" test ! -s "$T/cell.out"
+# stdin goes to the command; EOF ends it.
+printf 'line one\nline two\n' | timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" \
+    -o CertificateFile="$T/shell.cert" "alice@$IB.$SUF" 'cat; echo done' >"$T/cell.out" 2>"$T/cell.err"
+check "shell: stdin reaches the command and EOF ends it" \
+    diff <(printf 'line one\nline two\ndone\n') "$T/cell.out"
+# 1 MB through cat, byte for byte.
+head -c 1000000 /dev/urandom >"$T/mb"
+timeout 60 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/shell.cert" \
+    "alice@$IB.$SUF" 'cat' <"$T/mb" >"$T/mb.out" 2>"$T/cell.err"
+check "shell: 1 MB through cat, byte-exact" cmp -s "$T/mb" "$T/mb.out"
 
 # refused_cell WHAT CERT PORT REASON: the certificate login is refused and B says why.
 refused_cell() {
