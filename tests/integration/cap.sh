@@ -5,7 +5,8 @@
 #     its daemon presents them when it dials B;
 #   - stock ssh through `keymesh connect` with CertificateFile: the permission matrix
 #     {port N, shell, exec} x {granted, not granted, expired, revoked, wrong node};
-#   - an interactive shell through a pty (script(1)) with its exit status;
+#   - an interactive shell through a pty (script(1)): size, tty, TERM, exit status;
+#   - shell and exec with exact output and exit status, stdin and EOF, 1 MB byte-exact;
 #   - a grant that expires during a live session disconnects it;
 #   - a plain sshd with TrustedUserCAKeys = the owner key accepts the same certificate.
 # Sanitizer reports in any daemon's log fail the test.
@@ -163,6 +164,60 @@ head -c 1000000 /dev/urandom >"$T/mb"
 timeout 60 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/shell.cert" \
     "alice@$IB.$SUF" 'cat' <"$T/mb" >"$T/mb.out" 2>"$T/cell.err"
 check "shell: 1 MB through cat, byte-exact" cmp -s "$T/mb" "$T/mb.out"
+
+# ---- an interactive shell on a pty, driven through script(1) ----
+# script gives ssh a terminal (-tt forces the pty request); the remote side must see a tty of
+# the size ssh announced, run what is typed, and the exit status must come back.
+cat >"$T/typed" <<'EOF2'
+stty size; tty | sed 's/[0-9]*$/N/'; echo "term=$TERM"
+exit 5
+EOF2
+SSHCMD="ssh ${SSHOPTS[*]} -o 'ProxyCommand=$KM connect --dir $A %h %p' -p 16002 -o CertificateFile=$T/shell.cert -tt alice@$IB.$SUF"
+(sleep 1; cat "$T/typed"; sleep 5) | timeout 30 script -qefc "stty cols 123 rows 45; TERM=xterm $SSHCMD" \
+    /dev/null >"$T/pty.out" 2>&1; r=$?
+tr -d '\r' <"$T/pty.out" >"$T/pty.txt"
+check "pty shell: the exit status 5 comes back through script (got $r)" test "$r" = 5
+check "... the remote pty has the announced size (45 123)" contains "$T/pty.txt" "45 123\$"
+check "... stdin is a tty" contains "$T/pty.txt" "^/dev/pts/N\$"
+check "... TERM from the pty request" contains "$T/pty.txt" "^term=xterm\$"
+check "... B logged a login shell on a pty" contains "$B.log" 'login shell as "root" on a pty'
+[ "$r" = 5 ] || sed 's/^/    /' "$T/pty.txt" | head -10
+# A pty is refused for a grant without permit-pty (exec grants have none); ssh -tt treats
+# that as fatal (OpenSSH closes the channel when a forced tty fails).
+timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/exec.cert" -tt \
+    "alice@$IB.$SUF" </dev/null >"$T/cell.out" 2>"$T/cell.err"; r=$?
+check "exec grant with -tt: the pty is refused (exit $r)" test "$r" = 255
+check "... ssh was told" contains "$T/cell.err" "PTY allocation request failed"
+check "... B logged it" contains "$B.log" "pty refused (not granted)"
+
+# ---- shell/exec x expired, revoked, wrong node ----
+"$KM" grant --dir "$B" --to "$IA" --allow shell --valid 1s -o "$T/shell-exp.cert" 2>/dev/null
+"$KM" grant --dir "$B" --to "$IA" --allow exec:true --valid 1h -o "$T/exec-rev.cert" 2>/dev/null
+"$KM" grant --dir "$B" --to "$IA" --node "$IC" --allow shell --valid 1h -o "$T/shell-wrong.cert" 2>/dev/null
+"$KM" cap revoke --dir "$B" "$(ssh-keygen -L -f "$T/exec-rev.cert" | sed -n 's/^ *Serial: //p')" >/dev/null
+sleep 2
+for cell in "shell/expired:shell-exp:expired" "exec/revoked:exec-rev:is revoked" \
+            "shell/wrong node:shell-wrong:principals do not name this node"; do
+    IFS=: read -r what file reason <<<"$cell"
+    ssh_cell "$T/$file.cert" 'echo ran'; r=$?
+    check "matrix $what: refused (exit $r)" test "$r" = 255
+    check "... permission denied, nothing ran" sh -c "grep -q 'Permission denied' '$T/cell.err' && ! grep -q ran '$T/cell.out'"
+    check "... B logged: $reason" contains "$B.log" "refused: .*$reason"
+done
+
+# ---- a shell grant that expires during a live session disconnects it ----
+"$KM" grant --dir "$B" --to "$IA" --allow shell --valid 6s -o "$T/shell-live.cert" 2>/dev/null
+timeout 60 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/shell-live.cert" \
+    "alice@$IB.$SUF" 'echo started; echo $$ >/tmp/km-cap-live.$PPID; sleep 50; echo survived' \
+    >"$T/slive.out" 2>"$T/slive.err" </dev/null & spid=$!; PIDS+=("$spid")
+check "live shell: the command started" waitfor 10 contains "$T/slive.out" started
+check "live shell: the session is cut when the grant expires (within 15 s)" \
+    waitfor 15 sh -c "! kill -0 $spid 2>/dev/null"
+wait "$spid"; r=$?
+check "... ssh exits 255 (got $r) and the command never finished" \
+    sh -c "[ $r = 255 ] && ! grep -q survived '$T/slive.out'"
+check "... the remote command was ended too" waitfor 5 sh -c \
+    "for f in /tmp/km-cap-live.*; do p=\$(cat \$f); rm -f \$f; ! kill -0 \$p 2>/dev/null || exit 1; done"
 
 # refused_cell WHAT CERT PORT REASON: the certificate login is refused and B says why.
 refused_cell() {
