@@ -259,6 +259,43 @@ check "... not at once (it lived $((t1 - t0)) s more)" test $((t1 - t0)) -ge 2
 check "... B logged the expiry" contains "$B.log" "expired: disconnecting"
 wait "$lpid" 2>/dev/null
 
+# ---- a plain sshd with TrustedUserCAKeys = the owner key accepts the same certificate ----
+S=$T/sshd
+mkdir -p "$S/principals" && chmod 700 "$S"
+ssh-keygen -q -t ed25519 -N '' -C sshd-host -f "$S/host" >/dev/null
+echo "$IB" >"$S/principals/root"
+cat >"$S/sshd_config" <<EOF
+Port 12223
+ListenAddress 127.0.0.1
+HostKey $S/host
+PidFile $S/sshd.pid
+TrustedUserCAKeys $O/owner.pub
+AuthorizedPrincipalsFile $S/principals/%u
+AuthorizedKeysFile none
+PermitRootLogin prohibit-password
+PubkeyAuthentication yes
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+StrictModes no
+PrintMotd no
+LogLevel VERBOSE
+EOF
+made_run_sshd=
+[ -d /run/sshd ] || { mkdir -p /run/sshd && made_run_sshd=1; }
+/usr/sbin/sshd -D -e -f "$S/sshd_config" 2>"$S/log" & PIDS+=($!); disown $!
+check "plain sshd is up" waitfor 10 port_open 12223
+echo "[127.0.0.1]:12223 $(cut -d' ' -f1,2 "$S/host.pub")" >"$T/kh_sshd"
+SSHD_OPTS=(-F /dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10
+           -o IdentitiesOnly=yes -o UserKnownHostsFile="$T/kh_sshd" -i "$A/node.key" -p 12223)
+expect_exit 0 "plain sshd accepts the owner-signed keymesh certificate" \
+    timeout 30 ssh "${SSHD_OPTS[@]}" -o CertificateFile="$T/shell.cert" root@127.0.0.1 echo via-sshd
+check "... and runs the command" contains "$T/out" "^via-sshd$"
+check "... sshd logged the certificate" contains "$S/log" "Accepted publickey for root .*ED25519-CERT"
+expect_exit 255 "plain sshd refuses a certificate signed by B's node key (not its CA)" \
+    timeout 30 ssh "${SSHD_OPTS[@]}" -o CertificateFile="$T/exec.cert" root@127.0.0.1 echo no
+[ -n "$made_run_sshd" ] && rmdir /run/sshd 2>/dev/null
+
 stop_all() {
     for n in A B; do
         eval "DPID=\$P$n"; stop_daemon
