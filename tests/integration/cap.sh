@@ -182,6 +182,12 @@ check "... stdin is a tty" contains "$T/pty.txt" "^/dev/pts/N\$"
 check "... TERM from the pty request" contains "$T/pty.txt" "^term=xterm\$"
 check "... B logged a login shell on a pty" contains "$B.log" 'login shell as "root" on a pty'
 [ "$r" = 5 ] || sed 's/^/    /' "$T/pty.txt" | head -10
+# window-change: the client's terminal shrinks during the session; the remote pty follows.
+(sleep 9) | timeout 30 script -qefc "stty cols 123 rows 45; TERM=xterm $SSHCMD 'sleep 3; stty size' </dev/tty & sleep 1.5; stty cols 77 rows 22; kill -WINCH \$!; wait \$!" \
+    /dev/null >"$T/wc.out" 2>&1; r=$?
+check "pty window-change: the remote size follows the client's (22 77, exit $r)" \
+    sh -c "tr -d '\r' <'$T/wc.out' | grep -q '^22 77\$'"
+[ "$r" = 0 ] || sed "s/^/    /" "$T/wc.out" | head -5
 # A pty is refused for a grant without permit-pty (exec grants have none); ssh -tt treats
 # that as fatal (OpenSSH closes the channel when a forced tty fails).
 timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/exec.cert" -tt \
