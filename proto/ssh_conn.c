@@ -328,6 +328,12 @@ static void take_messages(struct km_ssh_conn *c)
         if (ssh_message_type(m) == SSH_REQUEST_CHANNEL && c->server && km__ssh_sess_request(c, m)) {
             continue;
         }
+        if (ssh_message_type(m) == SSH_REQUEST_GLOBAL && c->server && c->peer_verified &&
+            (ssh_message_subtype(m) == SSH_GLOBAL_REQUEST_TCPIP_FORWARD ||
+             ssh_message_subtype(m) == SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD)) {
+            km__ssh_fwd_request(c, m);
+            continue;
+        }
         /* Sessions, forwards, global requests (keepalives), other auth methods: the default
          * reply is a refusal, or "continue" for service requests. */
         (void)ssh_message_reply_default(m);
@@ -594,8 +600,10 @@ static void run_opens(struct km_ssh_conn *c)
     while (*keep != NULL) {
         struct km_ssh_open *o = *keep;
         ssh_channel ch = km__ssh_chan_channel(o->chan);
-        int rc =
-            c->closing ? SSH_ERROR : ssh_channel_open_forward(ch, o->host, o->port, "127.0.0.1", 0);
+        int rc = c->closing ? SSH_ERROR
+                 : o->reverse
+                     ? ssh_channel_open_reverse_forward(ch, o->host, o->port, o->orig, o->orig_port)
+                     : ssh_channel_open_forward(ch, o->host, o->port, "127.0.0.1", 0);
         if (rc == SSH_AGAIN) {
             keep = &o->next;
             continue;
@@ -939,6 +947,12 @@ fail:
 int km_ssh_open_direct(struct km_ssh_conn *c, const char *host, uint16_t port, km_ssh_open_cb cb,
                        void *arg, struct km_ssh_open **req)
 {
+    return km__ssh_open(c, host, port, NULL, 0, cb, arg, req);
+}
+
+int km__ssh_open(struct km_ssh_conn *c, const char *host, uint16_t port, const char *orig,
+                 uint16_t orig_port, km_ssh_open_cb cb, void *arg, struct km_ssh_open **req)
+{
     *req = NULL;
     if (c->closing || c->state != KM_SSH_READY) {
         return KM_ERR_CLOSED;
@@ -969,6 +983,11 @@ int km_ssh_open_direct(struct km_ssh_conn *c, const char *host, uint16_t port, k
     o->arg = arg;
     o->port = port;
     snprintf(o->host, sizeof o->host, "%s", host);
+    if (orig != NULL) {
+        o->reverse = true;
+        o->orig_port = orig_port;
+        snprintf(o->orig, sizeof o->orig, "%s", orig);
+    }
     /* Append: opens are answered in order. */
     struct km_ssh_open **tail = &c->opens;
     while (*tail != NULL) {
@@ -1017,6 +1036,7 @@ void km__ssh_conn_unlink(struct km_ssh_conn *c)
 {
     struct km_ssh_node *n = c->node;
     km__ssh_sess_conn_gone(c);
+    km__ssh_fwd_conn_gone(c);
     int err = c->close_err != 0 ? c->close_err : KM_ERR_CLOSED;
     for (struct km_ssh_conn **pp = &n->conns; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == c) {

@@ -62,6 +62,9 @@ struct km_ssh_open {
     void *arg;
     char host[256];
     uint16_t port;
+    bool reverse; /* forwarded-tcpip (RFC 4254 7.2) instead of direct-tcpip */
+    char orig[64];
+    uint16_t orig_port;
     bool cancelled;
     struct km_ssh_open *next;
 };
@@ -106,6 +109,8 @@ struct km_ssh_conn {
     struct km_ssh_chan *chans;
     struct km_ssh_open *opens;
     struct km_ssh_direct *directs; /* requests the daemon is still connecting */
+    struct km_ssh_fwd *fwds;       /* reverse forwards this client registered */
+    unsigned n_fwds;
     unsigned n_directs;
     unsigned auth_failures;
     km_ssh_ready_cb ready_cb;
@@ -153,7 +158,20 @@ void km__ssh_sess_close_all(struct km_ssh_node *n);
 /* Free sessions that never started a child and are finished (the reaper). */
 void km__ssh_sess_reap(struct km_ssh_node *n);
 
+/* ---- ssh_forward.c ---- */
+
+struct km_ssh_fwd;
+/* A tcpip-forward or cancel-tcpip-forward global request (answered and freed). */
+void km__ssh_fwd_request(struct km_ssh_conn *c, ssh_message m);
+/* c is going away: its listeners close. */
+void km__ssh_fwd_conn_gone(struct km_ssh_conn *c);
+
 /* ---- ssh_conn.c ---- */
+
+/* Open a channel: direct-tcpip to host:port, or with orig != NULL forwarded-tcpip for the
+ * remote forward host:port from orig:orig_port. As km_ssh_open_direct otherwise. */
+int km__ssh_open(struct km_ssh_conn *c, const char *host, uint16_t port, const char *orig,
+                 uint16_t orig_port, km_ssh_open_cb cb, void *arg, struct km_ssh_open **req);
 
 /* Schedule a processing pass on the next loop iteration. */
 void km__ssh_conn_kick(struct km_ssh_conn *c);

@@ -32,7 +32,7 @@ static const char help[] =
     "                         shell        a login shell, with a pty when asked for\n"
     "                         exec:CMD     only the command CMD (force-command)\n"
     "                         port:N[,M]   direct-tcpip to these local ports of the node\n"
-    "                         expose       register reverse forwards (tcpip-forward)\n"
+    "                         expose       register reverse forwards (ssh -R) on loopback\n"
     "  -v, --valid DURATION validity from now, like 30s, 8h or 7d (at most 366d)\n"
     "  -u, --until DATE     validity until DATE: YYYY-MM-DD, YYYY-MM-DDTHH:MM:SSZ (UTC) or\n"
     "                       @SECONDS since the epoch\n"

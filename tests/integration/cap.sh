@@ -4,7 +4,7 @@
 #   - B (the target) trusts its own key and an owner key; A (the grantee) holds grants and
 #     its daemon presents them when it dials B;
 #   - stock ssh through `keymesh connect` with CertificateFile: the permission matrix
-#     {port N, shell, exec} x {granted, not granted, expired, revoked, wrong node};
+#     {port N, shell, exec, expose} x {granted, not granted, expired, revoked, wrong node};
 #   - an interactive shell through a pty (script(1)): size, tty, TERM, exit status;
 #   - shell and exec with exact output and exit status, stdin and EOF, 1 MB byte-exact;
 #   - a grant that expires during a live session disconnects it;
@@ -264,6 +264,42 @@ t1=$(date +%s)
 check "... not at once (it lived $((t1 - t0)) s more)" test $((t1 - t0)) -ge 2
 check "... B logged the expiry" contains "$B.log" "expired: disconnecting"
 wait "$lpid" 2>/dev/null
+
+# ---- expose: reverse forwards (ssh -R) ----
+"$KM" grant --dir "$B" --to "$IA" --allow expose --valid 1h -o "$T/expose.cert" 2>/dev/null
+timeout 60 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/expose.cert" \
+    -o ExitOnForwardFailure=yes -N -R 18500:localhost:18999 "alice@$IB.$SUF" \
+    2>"$T/r.err" & rpid=$!; PIDS+=("$rpid")
+check "matrix expose/granted: B listens on 127.0.0.1:18500 for the client" waitfor 10 port_open 18500
+for i in 1 2; do
+    rm -f "$T/got"
+    check "... curl to B's 18500 reaches the client's 18999 #$i, byte-exact" sh -c \
+        "curl -sS -m 10 -o '$T/got' http://127.0.0.1:18500/blob && cmp -s '$T/got' '$T/www/blob'"
+done
+check "... B logged the forward" contains "$B.log" "reverse forward: 127.0.0.1:18500 now reaches the client"
+kill "$rpid" 2>/dev/null; wait "$rpid" 2>/dev/null
+check "... and closes it when the session ends" waitfor 10 sh -c "! python3 -c 'import socket; socket.create_connection((\"127.0.0.1\", 18500), 1)' 2>/dev/null"
+timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/port.cert" \
+    -o ExitOnForwardFailure=yes -N -R 18501:localhost:18999 "alice@$IB.$SUF" \
+    </dev/null >/dev/null 2>"$T/r2.err"; r=$?
+check "matrix expose/not granted (port grant): ssh -R fails (exit $r)" test "$r" = 255
+check "... remote port forwarding failed" contains "$T/r2.err" "remote port forwarding failed"
+check "... B logged why" contains "$B.log" "reverse forward of port 18501 refused: the capability does not grant expose"
+"$KM" grant --dir "$B" --to "$IA" --allow expose --valid 1s -o "$T/expose-exp.cert" 2>/dev/null
+"$KM" grant --dir "$B" --to "$IA" --allow expose --valid 1h -o "$T/expose-rev.cert" 2>/dev/null
+"$KM" grant --dir "$B" --to "$IA" --node "$IC" --allow expose --valid 1h -o "$T/expose-wrong.cert" 2>/dev/null
+"$KM" cap revoke --dir "$B" --key "$(cat "$A/node.key.pub")" >/dev/null  # A's key: every grant to A
+sleep 2
+for cell in "expose/expired:expose-exp:expired" "expose/revoked:expose-rev:key $IA is revoked" \
+            "expose/wrong node:expose-wrong:principals do not name this node"; do
+    IFS=: read -r what file reason <<<"$cell"
+    timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/$file.cert" \
+        -o ExitOnForwardFailure=yes -N -R 18502:localhost:18999 "alice@$IB.$SUF" \
+        </dev/null >/dev/null 2>"$T/cell.err"; r=$?
+    check "matrix $what: refused (exit $r)" test "$r" = 255
+    check "... permission denied" contains "$T/cell.err" "Permission denied"
+    [ "$what" = "expose/expired" ] || check "... B logged: $reason" contains "$B.log" "refused: .*$reason"
+done
 
 # ---- a plain sshd with TrustedUserCAKeys = the owner key accepts the same certificate ----
 S=$T/sshd
