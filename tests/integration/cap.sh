@@ -196,6 +196,18 @@ check "exec grant with -tt: the pty is refused (exit $r)" test "$r" = 255
 check "... ssh was told" contains "$T/cell.err" "PTY allocation request failed"
 check "... B logged it" contains "$B.log" "pty refused (not granted)"
 
+# ---- signals (a libssh client: stock ssh cannot send them) ----
+DRV=${KM_SESS_DRIVER:-$(dirname "$KM")/../../tests/integration/sess_driver}
+timeout 40 "$DRV" 127.0.0.1 16002 "$B/node.key.pub" "$A/node.key" "$T/shell.cert" alice \
+    'echo ready; sleep 30; echo not-killed' TERM >"$T/sig.out" 2>"$T/sig.err"; r=$?
+check "signal TERM: the child is killed, exit-signal TERM comes back (exit $r)" \
+    diff <(printf 'ready\nexit-signal TERM\n') "$T/sig.out"
+[ "$r" = 0 ] || sed "s/^/    /" "$T/sig.err" | head -3
+timeout 40 "$DRV" 127.0.0.1 16002 "$B/node.key.pub" "$A/node.key" "$T/shell.cert" alice \
+    'trap "echo got-int; exit 9" INT; echo ready; sleep 30 & wait' INT >"$T/sig.out" 2>"$T/sig.err"; r=$?
+check "signal INT: a trap in the child runs, exit-status 9 comes back (exit $r)" \
+    diff <(printf 'ready\ngot-int\nexit-status 9\n') "$T/sig.out"
+
 # ---- shell/exec x expired, revoked, wrong node ----
 "$KM" grant --dir "$B" --to "$IA" --allow shell --valid 1s -o "$T/shell-exp.cert" 2>/dev/null
 "$KM" grant --dir "$B" --to "$IA" --allow exec:true --valid 1h -o "$T/exec-rev.cert" 2>/dev/null
