@@ -118,6 +118,19 @@ static const char *esc(char out[QUOTE_LEN], const char *s)
     return km_log_escape(out, QUOTE_LEN, s, strlen(s));
 }
 
+/* A local user name as useradd(8) takes it: no path or shell metacharacters. */
+static bool account_name_ok(const char *v, size_t cap)
+{
+    size_t n = strlen(v);
+    bool ok = n > 0 && n < cap && v[0] != '-';
+    for (size_t i = 0; ok && i < n; i++) {
+        char ch = v[i];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || ch == '-' || ch == '.';
+    }
+    return ok;
+}
+
 static int bad_value(char *err, size_t errsz, const char *section, const char *key,
                      const char *value, const char *what)
 {
@@ -821,22 +834,13 @@ static int set_single(struct parse *p, enum single s, const char *section, const
     case S_SOCKS5_PASSWORD:
         return set_secret(c->socks5_password, sizeof c->socks5_password, section, key, value, err,
                           errsz);
-    case S_CAP_ACCOUNT: {
-        /* A local user name as useradd(8) takes it: no path or shell metacharacters. */
-        size_t n = strlen(value);
-        bool ok = n > 0 && n < sizeof c->cap_account && value[0] != '-';
-        for (size_t i = 0; ok && i < n; i++) {
-            char ch = value[i];
-            ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-                 ch == '_' || ch == '-' || ch == '.';
-        }
-        if (!ok) {
+    case S_CAP_ACCOUNT:
+        if (!account_name_ok(value, sizeof c->cap_account)) {
             return bad_value(err, errsz, section, key, value,
                              "a local account name (letters, digits, '_', '-', '.'; at most 32)");
         }
-        memcpy(c->cap_account, value, n + 1);
+        memcpy(c->cap_account, value, strlen(value) + 1);
         return 0;
-    }
     case S_CAP_SKEW: {
         uint64_t ms;
         if (km_conf_duration_ms(value, &ms) != 0 || ms > 3600000) {
@@ -851,6 +855,38 @@ static int set_single(struct parse *p, enum single s, const char *section, const
         break;
     }
     return KM_ERR_CONFIG;
+}
+
+/* [cap] account_for = NODE-ID ACCOUNT: the account this grantee's sessions run as;
+ * repeatable, one per grantee. */
+static int add_account_for(struct km_config *c, const char *section, const char *key,
+                           const char *value, char *err, size_t errsz)
+{
+    const char *sp = strpbrk(value, " \t");
+    struct km_pubkey k;
+    const char *acct = sp;
+    while (acct != NULL && (*acct == ' ' || *acct == '\t')) {
+        acct++;
+    }
+    if (sp == NULL || km_node_id_parse(value, (size_t)(sp - value), &k) != 0 ||
+        !account_name_ok(acct, sizeof c->cap_accounts[0].account)) {
+        return bad_value(err, errsz, section, key, value,
+                         "NODE-ID ACCOUNT (a grantee's node ID and a local account name)");
+    }
+    for (size_t i = 0; i < c->n_cap_accounts; i++) {
+        if (km_pubkey_equal(&c->cap_accounts[i].key, &k)) {
+            msg(err, errsz, "[%s] %s: this node ID already has an account", section, key);
+            return KM_ERR_CONFIG;
+        }
+    }
+    if (c->n_cap_accounts >= KM_CONFIG_MAX_ACCOUNTS) {
+        msg(err, errsz, "[%s] %s: too many entries (max %u)", section, key, KM_CONFIG_MAX_ACCOUNTS);
+        return KM_ERR_CONFIG;
+    }
+    c->cap_accounts[c->n_cap_accounts].key = k;
+    memcpy(c->cap_accounts[c->n_cap_accounts].account, acct, strlen(acct) + 1);
+    c->n_cap_accounts++;
+    return 0;
 }
 
 /* [cap] owner: a node ID or an OpenSSH ed25519 public key line; repeatable. */
@@ -977,6 +1013,9 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
     }
     if (strcmp(section, "cap") == 0 && strcmp(key, "owner") == 0) {
         return add_owner(p->c, section, key, value, err, errsz);
+    }
+    if (strcmp(section, "cap") == 0 && strcmp(key, "account_for") == 0) {
+        return add_account_for(p->c, section, key, value, err, errsz);
     }
     if (strcmp(section, "mesh") == 0 && strcmp(key, "expose") == 0) {
         return add_ports(p->c->mesh_expose, &p->c->n_mesh_expose, section, key, value, err, errsz);

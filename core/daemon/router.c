@@ -511,6 +511,11 @@ static int hook_authorize_cert(void *arg, const uint8_t *blob, size_t len, const
     grant->expose = g.expose;
     snprintf(grant->command, sizeof grant->command, "%s", g.command);
     snprintf(grant->account, sizeof grant->account, "%s", r->cfg->cap_account);
+    for (size_t i = 0; i < r->cfg->n_cap_accounts; i++) {
+        if (km_pubkey_equal(&r->cfg->cap_accounts[i].key, &g.key)) {
+            snprintf(grant->account, sizeof grant->account, "%s", r->cfg->cap_accounts[i].account);
+        }
+    }
     for (size_t i = 0; i < g.n_ports && i < KM_SSH_GRANT_MAX_PORTS; i++) {
         grant->ports[grant->n_ports++] = g.ports[i];
     }

@@ -20,6 +20,12 @@ nid() { "$KM" derive --json "$1" | python3 -c 'import json,sys; print(json.load(
 IA=$(nid "$A/node.key.pub") IB=$(nid "$B/node.key.pub") IC=$(nid "$C/node.key.pub")
 SUF=mesh.internal
 mkdir -p "$O" && chmod 700 "$O"
+# A local account for C's grants (removed on every exit path).
+U=kmcap$$ made_user=
+if useradd -M -d /nonexistent -s /bin/sh "$U" 2>/dev/null; then
+    made_user=1
+    trap 'userdel -f "$U" >/dev/null 2>&1; cleanup' EXIT
+fi
 ssh-keygen -q -t ed25519 -N '' -C owner -f "$O/owner" >/dev/null
 
 # B: the target. Trusts the owner key; A is no configured peer of B. Port 18999 serves a
@@ -36,6 +42,7 @@ enabled = false
 [cap]
 owner = $(cat "$O/owner.pub")
 account = root
+account_for = $IC $U
 clock_skew = 0s
 EOF
 cat >"$A/keymesh.conf" <<EOF
@@ -195,6 +202,16 @@ timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/exec.cert" -
 check "exec grant with -tt: the pty is refused (exit $r)" test "$r" = 255
 check "... ssh was told" contains "$T/cell.err" "PTY allocation request failed"
 check "... B logged it" contains "$B.log" "pty refused (not granted)"
+
+# ---- [cap] account_for: another grantee's sessions run as its own local account ----
+"$KM" grant --dir "$B" --to "$C/node.key.pub" --allow shell --valid 1h -o "$T/c-shell.cert" 2>/dev/null
+if [ -n "$made_user" ]; then
+    timeout 30 ssh "${SSHOPTS[@]}" -i "$C/node.key" "${PROXY[@]}" -o CertificateFile="$T/c-shell.cert" \
+        "carol@$IB.$SUF" 'id -un; echo "$HOME"; pwd' >"$T/cell.out" 2>"$T/cell.err" </dev/null; r=$?
+    check "account_for: C's shell runs as $U (exit $r)" diff <(printf '%s\n/nonexistent\n/\n' "$U") "$T/cell.out"
+else
+    bad "account_for: could not create the local user $U"
+fi
 
 # ---- signals (a libssh client: stock ssh cannot send them) ----
 DRV=${KM_SESS_DRIVER:-$(dirname "$KM")/../../tests/integration/sess_driver}

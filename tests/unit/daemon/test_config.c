@@ -269,6 +269,12 @@ static void chk_cap(const struct km_config *c)
     assert_string_equal(c->cap_account, "alice");
     assert_int_equal(c->cap_skew_s, 5);
 }
+static void chk_cap_accounts(const struct km_config *c)
+{
+    assert_int_equal(c->n_cap_accounts, 2);
+    assert_string_equal(c->cap_accounts[0].account, "bob");
+    assert_string_equal(c->cap_accounts[1].account, "carol.x");
+}
 static void chk_cap_default(const struct km_config *c)
 {
     assert_int_equal(c->n_cap_owners, 0);
@@ -509,6 +515,7 @@ static const struct good_case good_cases[] = {
      "\naccount = alice\nclock_skew = 5s\n",
      chk_cap},
     {"[cap]\n", chk_cap_default},
+    {"[cap]\naccount_for = " ID1 " bob\naccount_for = " ID2 "\t carol.x\n", chk_cap_accounts},
     {"[socks5]\nlisten = 9050\n", chk_socks_port},
     {"[http]\nlisten = 3128\nlisten = [::1]:3128\n", chk_http_two},
     {"[aliases]\n" A63 " = " ID1 "\n", chk_alias_63},
@@ -611,6 +618,10 @@ static const struct bad_case bad_cases[] = {
                               "an \"ssh-ed25519 ...\" public key line)"},
     {"[cap]\naccount = a/b\n", "k.conf:2: [cap] account: \"a/b\" is not a local account name "
                                "(letters, digits, '_', '-', '.'; at most 32)"},
+    {"[cap]\naccount_for = " ID1 "\n", "k.conf:2: [cap] account_for: \"" ID1 "\" is not NODE-ID "
+                                       "ACCOUNT (a grantee's node ID and a local account name)"},
+    {"[cap]\naccount_for = " ID1 " a\naccount_for = " ID1 " b\n",
+     "k.conf:3: [cap] account_for: this node ID already has an account"},
     {"[cap]\nclock_skew = 2h\n",
      "k.conf:2: [cap] clock_skew: \"2h\" is not a duration from 0 to 1h "
      "(like 60s or 5m)"},

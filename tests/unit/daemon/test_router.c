@@ -311,6 +311,13 @@ static void test_cert_policy(void **state)
     assert_int_equal(g.n_ports, 1);
     assert_int_equal(g.serial, 41);
     assert_string_equal(g.account, "alice");
+    /* [cap] account_for picks another account for this grantee. */
+    f->cfg->cap_accounts[0].key = *km_key_pub(grantee);
+    snprintf(f->cfg->cap_accounts[0].account, sizeof f->cfg->cap_accounts[0].account, "bob");
+    f->cfg->n_cap_accounts = 1;
+    assert_int_equal(cert_login(&h, &b, &key, &g, why), 0);
+    assert_string_equal(g.account, "bob");
+    f->cfg->n_cap_accounts = 0;
     /* Streams for a certificate login: the granted port and the node's own SSH port only. */
     assert_int_equal(h.allow_direct(h.arg, &key, &g, "localhost", 8080), 0);
     assert_int_equal(h.allow_direct(h.arg, &key, &g, "localhost", 8081), KM_ERR_REFUSED);
