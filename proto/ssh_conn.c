@@ -147,6 +147,12 @@ static int auth_cert(struct km_ssh_conn *c, const char *user, ssh_key pubkey, in
     char why[256] = "";
     int r = n->hooks.authorize_cert(n->hooks.arg, blob, len, user, c->peer_ip, &key, &g, why,
                                     sizeof why);
+    if (r == 0 && sigstate == SSH_PUBLICKEY_STATE_VALID) {
+        free(c->cert);
+        c->cert = blob; /* kept for km__ssh_conn_recheck */
+        c->cert_len = len;
+        blob = NULL;
+    }
     free(blob);
     char u[96];
     km_log_escape(u, sizeof u, user, strlen(user));
@@ -401,6 +407,24 @@ void km_ssh_direct_reject(struct km_ssh_direct *d, int err)
 }
 
 /* ---- the processing pass ---- */
+
+void km__ssh_conn_recheck(struct km_ssh_conn *c)
+{
+    struct km_ssh_node *n = c->node;
+    if (c->closing || !c->has_grant || c->cert == NULL || c->state != KM_SSH_READY ||
+        n->hooks.authorize_cert == NULL) {
+        return;
+    }
+    struct km_pubkey key;
+    struct km_ssh_grant g;
+    char why[256] = "";
+    if (n->hooks.authorize_cert(n->hooks.arg, c->cert, c->cert_len, c->user, c->peer_ip, &key, &g,
+                                why, sizeof why) != 0) {
+        KM_INFO("%s: certificate serial %llu no longer valid (%s): disconnecting", c->desc,
+                (unsigned long long)c->grant.serial, why);
+        fail(c, KM_ERR_REFUSED);
+    }
+}
 
 /* A capability's validity ends: the session ends with it (SECURITY.md promise 5). */
 static void on_grant_expired(uv_timer_t *t)
@@ -1093,6 +1117,8 @@ void km__ssh_conn_unlink(struct km_ssh_conn *c)
     }
     ssh_key_free(c->auth_key);
     c->auth_key = NULL;
+    free(c->cert);
+    c->cert = NULL;
     if (c->s != NULL) {
         if (c->state != KM_SSH_TCP) {
             ssh_disconnect(c->s); /* closes libssh's duplicate of the socket */

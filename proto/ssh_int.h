@@ -13,6 +13,9 @@
  * pauses at KM_STREAM_HIGH_WATER, so this only guards against a misbehaving consumer. */
 #define KM_SSH_CHAN_QUEUE_MAX (8u << 20)
 
+/* How often live certificate logins are decided again (revocations, config changes). */
+#define KM_SSH_RECHECK_MS 5000u
+
 /* Largest certificate blob passed to the authorize_cert hook (cap/cert.h allows 8 KiB). */
 #define KM_SSH_CERT_MAX 8192u
 
@@ -38,7 +41,8 @@ struct km_ssh_node {
     struct km_ssh_chan *orphans;  /* streams whose conn is gone, freed once their user closes */
     struct km_ssh_sess *sessions; /* session channels and their children (ssh_session.c) */
     unsigned next_sess_id;
-    uv_timer_t reaper; /* frees orphans and dead conns outside callbacks */
+    uv_timer_t reaper;  /* frees orphans and dead conns outside callbacks */
+    uv_timer_t recheck; /* certificate logins decided again (KM_SSH_RECHECK_MS) */
     unsigned n_conns;
     unsigned n_unauth;
     unsigned next_id;
@@ -104,8 +108,10 @@ struct km_ssh_conn {
     struct km_ssh_grant grant; /* server: the capability the client logged in with */
     bool has_grant;
     bool cert_refused_logged; /* one log line per refused certificate login */
-    ssh_key auth_key;         /* client: our key with a certificate, while authenticating */
-    int auth_step;            /* client: 0 plain key, 1 certificate, 2 done */
+    uint8_t *cert;            /* server: the certificate the client logged in with */
+    size_t cert_len;
+    ssh_key auth_key; /* client: our key with a certificate, while authenticating */
+    int auth_step;    /* client: 0 plain key, 1 certificate, 2 done */
     struct km_ssh_chan *chans;
     struct km_ssh_open *opens;
     struct km_ssh_direct *directs; /* requests the daemon is still connecting */
@@ -173,6 +179,8 @@ void km__ssh_fwd_conn_gone(struct km_ssh_conn *c);
 int km__ssh_open(struct km_ssh_conn *c, const char *host, uint16_t port, const char *orig,
                  uint16_t orig_port, km_ssh_open_cb cb, void *arg, struct km_ssh_open **req);
 
+/* Decide a certificate login again; disconnect it if it is no longer valid. */
+void km__ssh_conn_recheck(struct km_ssh_conn *c);
 /* Schedule a processing pass on the next loop iteration. */
 void km__ssh_conn_kick(struct km_ssh_conn *c);
 /* A server conn for an accepted, non-blocking socket. */

@@ -134,6 +134,16 @@ static int bind_options(struct km_ssh_node *n, ssh_key key)
 
 static void on_reap(uv_timer_t *t);
 
+/* Certificate logins are decided again now and then, so that a revocation, or an owner key
+ * removed from the config, ends live sessions too (SECURITY.md promise 5). */
+static void on_recheck(uv_timer_t *t)
+{
+    struct km_ssh_node *n = t->data;
+    for (struct km_ssh_conn *c = n->conns; c != NULL; c = c->next) {
+        km__ssh_conn_recheck(c);
+    }
+}
+
 int km_ssh_node_new(uv_loop_t *loop, const struct km_key *key, const struct km_ssh_opts *o,
                     const struct km_ssh_hooks *hooks, struct km_ssh_node **out)
 {
@@ -170,6 +180,11 @@ int km_ssh_node_new(uv_loop_t *loop, const struct km_key *key, const struct km_s
     }
     n->reaper.data = n;
     uv_unref((uv_handle_t *)&n->reaper);
+    /* uv_timer_init cannot fail on Linux once the first one succeeded. */
+    (void)uv_timer_init(loop, &n->recheck);
+    n->recheck.data = n;
+    (void)uv_timer_start(&n->recheck, on_recheck, KM_SSH_RECHECK_MS, KM_SSH_RECHECK_MS);
+    uv_unref((uv_handle_t *)&n->recheck);
     *out = n;
     return 0;
 }
@@ -356,5 +371,7 @@ void km_ssh_node_close(struct km_ssh_node *n)
         km_ssh_conn_close(c);
     }
     km__ssh_sess_close_all(n);
+    /* Closed before the reaper, so its close completes before the node is freed. */
+    uv_close((uv_handle_t *)&n->recheck, NULL);
     km__ssh_node_kick_reaper(n);
 }

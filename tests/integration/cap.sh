@@ -294,6 +294,21 @@ check "... not at once (it lived $((t1 - t0)) s more)" test $((t1 - t0)) -ge 2
 check "... B logged the expiry" contains "$B.log" "expired: disconnecting"
 wait "$lpid" 2>/dev/null
 
+# ---- a revocation ends a live session too ----
+"$KM" grant --dir "$B" --to "$IA" --allow shell --valid 1h -o "$T/shell-live2.cert" 2>/dev/null
+timeout 60 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/shell-live2.cert" \
+    "alice@$IB.$SUF" 'echo started; sleep 50; echo survived' \
+    >"$T/rlive.out" 2>"$T/rlive.err" </dev/null & spid=$!; PIDS+=("$spid")
+check "live revoke: the command started" waitfor 10 contains "$T/rlive.out" started
+SER2=$(ssh-keygen -L -f "$T/shell-live2.cert" | sed -n 's/^ *Serial: //p')
+"$KM" cap revoke --dir "$B" "$SER2" >/dev/null
+check "live revoke: the session ends within 10 s of cap revoke" \
+    waitfor 10 sh -c "! kill -0 $spid 2>/dev/null"
+wait "$spid"; r=$?
+check "... ssh exits 255 (got $r), the command never finished" \
+    sh -c "[ $r = 255 ] && ! grep -q survived '$T/rlive.out'"
+check "... B logged why" contains "$B.log" "certificate serial $SER2 no longer valid (serial $SER2 is revoked): disconnecting"
+
 # ---- expose: reverse forwards (ssh -R) ----
 "$KM" grant --dir "$B" --to "$IA" --allow expose --valid 1h -o "$T/expose.cert" 2>/dev/null
 timeout 60 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/expose.cert" \
@@ -315,14 +330,15 @@ check "matrix expose/not granted (port grant): ssh -R fails (exit $r)" test "$r"
 check "... remote port forwarding failed" contains "$T/r2.err" "remote port forwarding failed"
 check "... B logged why" contains "$B.log" "reverse forward of port 18501 refused: the capability does not grant expose"
 "$KM" grant --dir "$B" --to "$IA" --allow expose --valid 1s -o "$T/expose-exp.cert" 2>/dev/null
-"$KM" grant --dir "$B" --to "$IA" --allow expose --valid 1h -o "$T/expose-rev.cert" 2>/dev/null
+"$KM" grant --dir "$B" --to "$IC" --allow expose --valid 1h -o "$T/expose-rev.cert" 2>/dev/null
 "$KM" grant --dir "$B" --to "$IA" --node "$IC" --allow expose --valid 1h -o "$T/expose-wrong.cert" 2>/dev/null
-"$KM" cap revoke --dir "$B" --key "$(cat "$A/node.key.pub")" >/dev/null  # A's key: every grant to A
+# C's key (C's grants only: A's daemon keeps its mesh hop to B).
+"$KM" cap revoke --dir "$B" --key "$(cat "$C/node.key.pub")" >/dev/null
 sleep 2
-for cell in "expose/expired:expose-exp:expired" "expose/revoked:expose-rev:key $IA is revoked" \
+for cell in "expose/expired:expose-exp:expired" "expose/revoked:expose-rev:key $IC is revoked" \
             "expose/wrong node:expose-wrong:principals do not name this node"; do
     IFS=: read -r what file reason <<<"$cell"
-    timeout 30 ssh "${SSHOPTS[@]}" "${PROXY[@]}" -o CertificateFile="$T/$file.cert" \
+    timeout 30 ssh "${SSHOPTS[@]}" -i "$C/node.key" "${PROXY[@]}" -o CertificateFile="$T/$file.cert" \
         -o ExitOnForwardFailure=yes -N -R 18502:localhost:18999 "alice@$IB.$SUF" \
         </dev/null >/dev/null 2>"$T/cell.err"; r=$?
     check "matrix $what: refused (exit $r)" test "$r" = 255
