@@ -301,6 +301,11 @@ bool km__ssh_chan_service(struct km_ssh_chan *c)
     return c->user_closed && c->closed_sent;
 }
 
+bool km__ssh_chan_peer_closed(const struct km_ssh_chan *c)
+{
+    return c->closed_in;
+}
+
 void km__ssh_chan_set_exit(struct km_ssh_chan *c, int status, const char *signame)
 {
     c->exit_pending = true;

@@ -148,6 +148,8 @@ void km__ssh_chan_set_next(struct km_ssh_chan *ch, struct km_ssh_chan *next);
 /* Send exit-status (status >= 0) or exit-signal (signame) just before the channel's CLOSE,
  * after the queued data and EOF. */
 void km__ssh_chan_set_exit(struct km_ssh_chan *ch, int status, const char *signame);
+/* The peer sent CLOSE on this channel. */
+bool km__ssh_chan_peer_closed(const struct km_ssh_chan *ch);
 
 /* ---- ssh_session.c ---- */
 

@@ -376,6 +376,9 @@ static void on_chan_data(struct km_stream *st, const uint8_t *data, size_t len)
 static void on_chan_end(struct km_stream *st, int err)
 {
     struct km_ssh_sess *s = st->data;
+    if (err == 0 && km__ssh_chan_peer_closed((struct km_ssh_chan *)st)) {
+        err = KM_ERR_CLOSED; /* the client closed the channel: nobody is listening any more */
+    }
     if (err == 0) {
         s->in_eof = true;
         if (s->started && km_buf_len(&s->in) == 0 && !s->pty) {
