@@ -42,8 +42,8 @@ static const char help[] =
     "                       of this node's key\n"
     "  -i, --id TEXT        the certificate's key id (default: \"keymesh grant to ID\")\n"
     "  -o, --out FILE       write the certificate there (default: standard output)\n"
-    "      --json           print {serial, file, key_id, valid_after, "
-    "valid_before}\n" KM_CLI_COMMON_HELP;
+    "      --json           with --out: print {serial, file, issued_copy, key_id,\n"
+    "                       valid_after, valid_before}\n" KM_CLI_COMMON_HELP;
 
 enum { OPT_FROM = 0x300 };
 
