@@ -41,7 +41,8 @@
     X(HOST_KEY, -5303, "peer host key does not match its node ID")                   \
     X(AUTH, -5304, "authentication failed")                                          \
     X(CLOSED, -5305, "stream or connection closed")                                  \
-    X(SSH, -5306, "SSH protocol error")
+    X(SSH, -5306, "SSH protocol error")                                              \
+    X(CAP_EXPIRED, -5307, "capability expired")
 
 enum km_err {
     KM_OK = 0,

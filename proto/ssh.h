@@ -40,15 +40,46 @@ bool km_ssh_cpu_has_aes(void);
 struct km_ssh_conn;
 struct km_ssh_direct; /* a direct-tcpip request waiting for its answer */
 
+/* What a capability certificate a client authenticated with allows on this node (filled by
+ * the authorize_cert hook; docs/CAPABILITIES.md). */
+#define KM_SSH_GRANT_COMMAND_MAX 1023u
+#define KM_SSH_GRANT_MAX_PORTS 32u
+struct km_ssh_grant {
+    uint64_t serial;
+    uint64_t ends_at_s; /* seconds since the epoch: the session is cut then */
+    bool shell;         /* session channels may run a login shell */
+    bool exec;          /* session channels run command, whatever the client asks */
+    bool pty;           /* a pty may be allocated */
+    bool expose;        /* reverse forwards may be registered */
+    char command[KM_SSH_GRANT_COMMAND_MAX + 1];
+    char account[33]; /* the local account sessions run as; "" = sessions refused */
+    uint16_t ports[KM_SSH_GRANT_MAX_PORTS]; /* local ports direct-tcpip may reach */
+    size_t n_ports;
+};
+
 /* Decisions and events the daemon supplies. Hooks run on the loop, possibly from inside
  * libssh; they must not close the connection they are called for (mark and defer). */
 struct km_ssh_hooks {
     /* Server: may key log in as user? Return 0 to accept, KM_ERR_REFUSED otherwise. Called
      * only for ssh-ed25519 keys, once with the signature verified. */
     int (*authorize)(void *arg, const struct km_pubkey *key, const char *user);
+    /* Server: may this ssh-ed25519-cert-v01 certificate (its wire blob) log in as user from
+     * peer (the client's address as text)? Return 0 and fill *grant (and *key, the
+     * certified key) to accept, or a negative code with a one-line reason in why. Called
+     * once before and once after the client's signature by the certified key is verified.
+     * May be NULL: certificates are then refused. */
+    int (*authorize_cert)(void *arg, const uint8_t *blob, size_t len, const char *user,
+                          const char *peer, struct km_pubkey *key, struct km_ssh_grant *grant,
+                          char *why, size_t whysz);
+    /* Client: a certificate for our key to present to target when it refuses the plain key
+     * (its wire blob, appended to out). Return 0 if there is one, KM_ERR_NOT_FOUND if not.
+     * May be NULL. */
+    int (*client_cert)(void *arg, const struct km_pubkey *target, struct km_buf *out);
     /* Either role: the authenticated peer asks for a direct-tcpip stream to host:port.
+     * grant is the peer's capability when it logged in with a certificate, else NULL.
      * Return 0 to go on (on_direct follows at once) or KM_ERR_REFUSED. */
-    int (*allow_direct)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port);
+    int (*allow_direct)(void *arg, const struct km_pubkey *peer, const struct km_ssh_grant *grant,
+                        const char *host, uint16_t port);
     /* An allowed request, not yet answered: the callee connects to host:port first and then
      * calls km_ssh_direct_accept (the channel opens) or km_ssh_direct_reject, exactly once.
      * host is valid only during the call. */
@@ -118,6 +149,9 @@ void km_ssh_conn_close(struct km_ssh_conn *c);
 
 /* The authenticated (server role) or verified (client role) peer key. */
 const struct km_pubkey *km_ssh_conn_peer(const struct km_ssh_conn *c);
+/* Server role: the capability the peer logged in with, or NULL for a plain key. Borrowed,
+ * valid as long as c. */
+const struct km_ssh_grant *km_ssh_conn_grant(const struct km_ssh_conn *c);
 bool km_ssh_conn_is_client(const struct km_ssh_conn *c);
 bool km_ssh_conn_ready(const struct km_ssh_conn *c);
 /* True when streams may be opened towards the peer on this conn: always for conns we dialled;

@@ -33,6 +33,9 @@ struct km_ssh_chan {
     bool ended; /* on_end delivered */
     bool above_high;
     bool detached; /* the conn is gone */
+    bool exit_pending;
+    int exit_status;
+    char exit_signal[16];
     struct km_ssh_chan *next;
     char desc[96];
 };
@@ -282,11 +285,32 @@ bool km__ssh_chan_service(struct km_ssh_chan *c)
     }
     if (c->user_closed && !c->closed_sent && km_buf_len(&c->out) == 0) {
         c->closed_sent = true;
+        if (c->exit_pending && !ssh_channel_is_closed(c->ch)) {
+            c->exit_pending = false;
+            int rc = c->exit_signal[0] != '\0'
+                         ? ssh_channel_request_send_exit_signal(c->ch, c->exit_signal, 0, "", "")
+                         : ssh_channel_request_send_exit_status(c->ch, c->exit_status);
+            if (rc != SSH_OK) {
+                KM_DEBUG("%s: send exit status: %s", c->desc, ssh_get_error(c->conn->s));
+            }
+        }
         if (!ssh_channel_is_closed(c->ch)) {
             (void)ssh_channel_close(c->ch);
         }
     }
     return c->user_closed && c->closed_sent;
+}
+
+bool km__ssh_chan_peer_closed(const struct km_ssh_chan *c)
+{
+    return c->closed_in;
+}
+
+void km__ssh_chan_set_exit(struct km_ssh_chan *c, int status, const char *signame)
+{
+    c->exit_pending = true;
+    c->exit_status = status;
+    snprintf(c->exit_signal, sizeof c->exit_signal, "%s", signame != NULL ? signame : "");
 }
 
 /* ---- lifetime ---- */

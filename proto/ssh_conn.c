@@ -14,9 +14,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libssh/ssh2.h>
+#include <sodium.h>
 
 #include "core/addr.h"
 #include "core/log.h"
@@ -119,13 +121,78 @@ void km__ssh_conn_kick(struct km_ssh_conn *c)
 
 static void become_ready(struct km_ssh_conn *c);
 
+/* A certificate login (ssh-ed25519-cert-v01@openssh.com): the daemon decides what the
+ * certificate grants here; libssh has verified the client's signature by the certified key
+ * when sigstate is VALID (it imports the key from the same blob we pass on). */
+static int auth_cert(struct km_ssh_conn *c, const char *user, ssh_key pubkey, int sigstate)
+{
+    struct km_ssh_node *n = c->node;
+    /* libssh 0.10's public API exports a certificate key only as base64 of its blob. */
+    char *b64 = NULL;
+    if (n->hooks.authorize_cert == NULL || ssh_pki_export_pubkey_base64(pubkey, &b64) != SSH_OK ||
+        b64 == NULL) {
+        return SSH_AUTH_DENIED;
+    }
+    uint8_t *blob = malloc(KM_SSH_CERT_MAX);
+    size_t len = 0;
+    if (blob == NULL || sodium_base642bin(blob, KM_SSH_CERT_MAX, b64, strlen(b64), NULL, &len, NULL,
+                                          sodium_base64_VARIANT_ORIGINAL) != 0) {
+        free(blob);
+        ssh_string_free_char(b64);
+        return SSH_AUTH_DENIED;
+    }
+    ssh_string_free_char(b64);
+    struct km_pubkey key;
+    struct km_ssh_grant g;
+    char why[256] = "";
+    int r = n->hooks.authorize_cert(n->hooks.arg, blob, len, user, c->peer_ip, &key, &g, why,
+                                    sizeof why);
+    if (r == 0 && sigstate == SSH_PUBLICKEY_STATE_VALID) {
+        free(c->cert);
+        c->cert = blob; /* kept for km__ssh_conn_recheck */
+        c->cert_len = len;
+        blob = NULL;
+    }
+    free(blob);
+    char u[96];
+    km_log_escape(u, sizeof u, user, strlen(user));
+    if (r != 0) {
+        if (!c->cert_refused_logged) {
+            c->cert_refused_logged = true;
+            KM_INFO("%s: certificate as user \"%s\" refused: %s", c->desc, u, why);
+        }
+        return SSH_AUTH_DENIED;
+    }
+    if (sigstate == SSH_PUBLICKEY_STATE_NONE) {
+        return SSH_AUTH_SUCCESS;
+    }
+    if (sigstate != SSH_PUBLICKEY_STATE_VALID) {
+        return SSH_AUTH_DENIED;
+    }
+    c->peer = key;
+    c->peer_verified = true;
+    c->grant = g;
+    c->has_grant = true;
+    snprintf(c->user, sizeof c->user, "%s", user);
+    KM_INFO("%s: certificate serial %llu accepted as user \"%s\" (shell %s, exec %s, %zu port(s), "
+            "expose %s)",
+            c->desc, (unsigned long long)g.serial, u, g.shell ? "yes" : "no", g.exec ? "yes" : "no",
+            g.n_ports, g.expose ? "yes" : "no");
+    return SSH_AUTH_SUCCESS;
+}
+
 /* Decide a publickey authentication request (RFC 4252 section 7). */
 static int auth_pubkey(struct km_ssh_conn *c, const char *user, ssh_key pubkey, int sigstate)
 {
     struct km_ssh_node *n = c->node;
     struct km_pubkey pk;
-    if (c->closing || ssh_key_type(pubkey) != SSH_KEYTYPE_ED25519 ||
-        km__ssh_key_to_pub(pubkey, &pk) != 0) {
+    if (c->closing) {
+        return SSH_AUTH_DENIED;
+    }
+    if (ssh_key_type(pubkey) == SSH_KEYTYPE_ED25519_CERT01) {
+        return auth_cert(c, user, pubkey, sigstate);
+    }
+    if (ssh_key_type(pubkey) != SSH_KEYTYPE_ED25519 || km__ssh_key_to_pub(pubkey, &pk) != 0) {
         return SSH_AUTH_DENIED;
     }
     char who[13];
@@ -176,7 +243,8 @@ static void handle_direct(struct km_ssh_conn *c, ssh_message m)
         ssh_message_free(m);
         return;
     }
-    if (n->hooks.allow_direct(n->hooks.arg, &c->peer, host, (uint16_t)port) != 0) {
+    if (n->hooks.allow_direct(n->hooks.arg, &c->peer, c->has_grant ? &c->grant : NULL, host,
+                              (uint16_t)port) != 0) {
         KM_INFO("%s: refused direct-tcpip to \"%s\":%d", c->desc, h, port);
         (void)ssh_message_reply_default(m); /* SSH_OPEN_ADMINISTRATIVELY_PROHIBITED */
         ssh_message_free(m);
@@ -257,6 +325,21 @@ static void take_messages(struct km_ssh_conn *c)
             handle_auth(c, m);
             continue;
         }
+        if (ssh_message_type(m) == SSH_REQUEST_CHANNEL_OPEN &&
+            ssh_message_subtype(m) == SSH_CHANNEL_SESSION && c->server && c->peer_verified &&
+            c->state == KM_SSH_READY && km__ssh_sess_open(c, m) == 0) {
+            ssh_message_free(m);
+            continue;
+        }
+        if (ssh_message_type(m) == SSH_REQUEST_CHANNEL && c->server && km__ssh_sess_request(c, m)) {
+            continue;
+        }
+        if (ssh_message_type(m) == SSH_REQUEST_GLOBAL && c->server && c->peer_verified &&
+            (ssh_message_subtype(m) == SSH_GLOBAL_REQUEST_TCPIP_FORWARD ||
+             ssh_message_subtype(m) == SSH_GLOBAL_REQUEST_CANCEL_TCPIP_FORWARD)) {
+            km__ssh_fwd_request(c, m);
+            continue;
+        }
         /* Sessions, forwards, global requests (keepalives), other auth methods: the default
          * reply is a refusal, or "continue" for service requests. */
         (void)ssh_message_reply_default(m);
@@ -325,11 +408,54 @@ void km_ssh_direct_reject(struct km_ssh_direct *d, int err)
 
 /* ---- the processing pass ---- */
 
+void km__ssh_conn_recheck(struct km_ssh_conn *c)
+{
+    struct km_ssh_node *n = c->node;
+    if (c->closing || !c->has_grant || c->cert == NULL || c->state != KM_SSH_READY ||
+        n->hooks.authorize_cert == NULL) {
+        return;
+    }
+    struct km_pubkey key;
+    struct km_ssh_grant g;
+    char why[256] = "";
+    if (n->hooks.authorize_cert(n->hooks.arg, c->cert, c->cert_len, c->user, c->peer_ip, &key, &g,
+                                why, sizeof why) != 0) {
+        KM_INFO("%s: certificate serial %llu no longer valid (%s): disconnecting", c->desc,
+                (unsigned long long)c->grant.serial, why);
+        fail(c, KM_ERR_REFUSED);
+    }
+}
+
+/* A capability's validity ends: the session ends with it (SECURITY.md promise 5). */
+static void on_grant_expired(uv_timer_t *t)
+{
+    struct km_ssh_conn *c = t->data;
+    uint64_t now = (uint64_t)time(NULL);
+    if (now < c->grant.ends_at_s) {
+        /* The loop clock ran ahead of the wall clock: wait for the rest. */
+        uint64_t left = c->grant.ends_at_s - now;
+        (void)uv_timer_start(&c->timer, on_grant_expired, left * 1000, 0);
+        return;
+    }
+    KM_INFO("%s: certificate serial %llu expired: disconnecting", c->desc,
+            (unsigned long long)c->grant.serial);
+    fail(c, KM_ERR_CAP_EXPIRED);
+}
+
 static void become_ready(struct km_ssh_conn *c)
 {
     c->state = KM_SSH_READY;
     c->idle_since_ms = km__ssh_now_ms(c->node);
     uv_timer_stop(&c->timer);
+    if (c->has_grant) {
+        /* The login deadline timer is free from now on: it becomes the grant's end. */
+        uint64_t now = (uint64_t)time(NULL);
+        uint64_t left = c->grant.ends_at_s > now ? c->grant.ends_at_s - now : 0;
+        if (left > UINT64_MAX / 2000) {
+            left = UINT64_MAX / 2000;
+        }
+        (void)uv_timer_start(&c->timer, on_grant_expired, left * 1000, 0);
+    }
     if (c->counted_unauth) {
         c->counted_unauth = false;
         c->node->n_unauth--;
@@ -377,6 +503,47 @@ static void verify_host_key(struct km_ssh_conn *c)
     c->state = KM_SSH_AUTH;
 }
 
+/* Our key with the certificate the daemon holds for this peer, in c->auth_key. */
+static int client_cert_key(struct km_ssh_conn *c)
+{
+    struct km_ssh_node *n = c->node;
+    if (n->hooks.client_cert == NULL) {
+        return KM_ERR_NOT_FOUND;
+    }
+    struct km_buf blob;
+    km_buf_init(&blob, 16384);
+    int r = n->hooks.client_cert(n->hooks.arg, &c->peer, &blob);
+    char *b64 = NULL;
+    ssh_key cert = NULL;
+    if (r == 0) {
+        size_t sz = sodium_base64_ENCODED_LEN(km_buf_len(&blob), sodium_base64_VARIANT_ORIGINAL);
+        b64 = malloc(sz);
+        if (b64 != NULL) {
+            sodium_bin2base64(b64, sz, km_buf_peek_ptr(&blob), km_buf_len(&blob),
+                              sodium_base64_VARIANT_ORIGINAL);
+        }
+        r = b64 != NULL &&
+                    ssh_pki_import_cert_base64(b64, SSH_KEYTYPE_ED25519_CERT01, &cert) == SSH_OK
+                ? 0
+                : KM_ERR_SSH;
+    }
+    if (r == 0) {
+        c->auth_key = ssh_key_dup(n->key);
+        if (c->auth_key == NULL || ssh_pki_copy_cert_to_privkey(cert, c->auth_key) != SSH_OK) {
+            r = KM_ERR_SSH;
+        }
+    }
+    if (r == KM_ERR_SSH) {
+        KM_INFO("%s: cannot use the held certificate: %s", c->desc, ssh_get_error(c->s));
+    } else if (r == 0) {
+        KM_DEBUG("%s: the peer refused our plain key: presenting a certificate", c->desc);
+    }
+    free(b64);
+    ssh_key_free(cert);
+    km_buf_reset(&blob);
+    return r;
+}
+
 static void handshake(struct km_ssh_conn *c)
 {
     int rc;
@@ -400,8 +567,14 @@ static void handshake(struct km_ssh_conn *c)
         verify_host_key(c);
     }
     if (c->state == KM_SSH_AUTH && !c->server) {
-        rc = ssh_userauth_publickey(c->s, NULL, c->node->key);
+        rc = ssh_userauth_publickey(c->s, NULL, c->auth_step == 1 ? c->auth_key : c->node->key);
         if (rc == SSH_AUTH_AGAIN) {
+            return;
+        }
+        /* Refused as a plain key: present a capability for this peer if we hold one. */
+        if (rc == SSH_AUTH_DENIED && c->auth_step == 0 && client_cert_key(c) == 0) {
+            c->auth_step = 1;
+            km__ssh_conn_kick(c);
             return;
         }
         if (rc != SSH_AUTH_SUCCESS) {
@@ -451,8 +624,10 @@ static void run_opens(struct km_ssh_conn *c)
     while (*keep != NULL) {
         struct km_ssh_open *o = *keep;
         ssh_channel ch = km__ssh_chan_channel(o->chan);
-        int rc =
-            c->closing ? SSH_ERROR : ssh_channel_open_forward(ch, o->host, o->port, "127.0.0.1", 0);
+        int rc = c->closing ? SSH_ERROR
+                 : o->reverse
+                     ? ssh_channel_open_reverse_forward(ch, o->host, o->port, o->orig, o->orig_port)
+                     : ssh_channel_open_forward(ch, o->host, o->port, "127.0.0.1", 0);
         if (rc == SSH_AGAIN) {
             keep = &o->next;
             continue;
@@ -620,7 +795,7 @@ static void on_poll(uv_poll_t *h, int status, int events)
 static void on_deadline(uv_timer_t *t)
 {
     struct km_ssh_conn *c = t->data;
-    if (c->state != KM_SSH_READY) {
+    if (c->state != KM_SSH_READY && !c->closing) {
         KM_INFO("%s: %s timed out", c->desc, c->server ? "login" : "connect");
         fail(c, -ETIMEDOUT);
     }
@@ -678,6 +853,13 @@ int km__ssh_conn_accept(struct km_ssh_node *n, int fd)
         char a[KM_ADDR_STRLEN];
         snprintf(c->desc, sizeof c->desc, "conn %u from %s", c->id,
                  km_addr_str((struct sockaddr *)&ss, a, sizeof a));
+        if (ss.ss_family == AF_INET6) {
+            inet_ntop(AF_INET6, &((struct sockaddr_in6 *)&ss)->sin6_addr, c->peer_ip,
+                      sizeof c->peer_ip);
+        } else if (ss.ss_family == AF_INET) {
+            inet_ntop(AF_INET, &((struct sockaddr_in *)&ss)->sin_addr, c->peer_ip,
+                      sizeof c->peer_ip);
+        }
     }
     set_socket_options(fd, n->opts.keepalive_ms);
     c->s = ssh_new();
@@ -789,6 +971,12 @@ fail:
 int km_ssh_open_direct(struct km_ssh_conn *c, const char *host, uint16_t port, km_ssh_open_cb cb,
                        void *arg, struct km_ssh_open **req)
 {
+    return km__ssh_open(c, host, port, NULL, 0, cb, arg, req);
+}
+
+int km__ssh_open(struct km_ssh_conn *c, const char *host, uint16_t port, const char *orig,
+                 uint16_t orig_port, km_ssh_open_cb cb, void *arg, struct km_ssh_open **req)
+{
     *req = NULL;
     if (c->closing || c->state != KM_SSH_READY) {
         return KM_ERR_CLOSED;
@@ -819,6 +1007,11 @@ int km_ssh_open_direct(struct km_ssh_conn *c, const char *host, uint16_t port, k
     o->arg = arg;
     o->port = port;
     snprintf(o->host, sizeof o->host, "%s", host);
+    if (orig != NULL) {
+        o->reverse = true;
+        o->orig_port = orig_port;
+        snprintf(o->orig, sizeof o->orig, "%s", orig);
+    }
     /* Append: opens are answered in order. */
     struct km_ssh_open **tail = &c->opens;
     while (*tail != NULL) {
@@ -866,6 +1059,8 @@ static void close_conn(struct km_ssh_conn *c)
 void km__ssh_conn_unlink(struct km_ssh_conn *c)
 {
     struct km_ssh_node *n = c->node;
+    km__ssh_sess_conn_gone(c);
+    km__ssh_fwd_conn_gone(c);
     int err = c->close_err != 0 ? c->close_err : KM_ERR_CLOSED;
     for (struct km_ssh_conn **pp = &n->conns; *pp != NULL; pp = &(*pp)->next) {
         if (*pp == c) {
@@ -920,6 +1115,10 @@ void km__ssh_conn_unlink(struct km_ssh_conn *c)
         ssh_event_remove_session(c->ev, c->s);
         ssh_event_free(c->ev);
     }
+    ssh_key_free(c->auth_key);
+    c->auth_key = NULL;
+    free(c->cert);
+    c->cert = NULL;
     if (c->s != NULL) {
         if (c->state != KM_SSH_TCP) {
             ssh_disconnect(c->s); /* closes libssh's duplicate of the socket */
@@ -947,6 +1146,11 @@ void km__ssh_conn_unlink(struct km_ssh_conn *c)
 const struct km_pubkey *km_ssh_conn_peer(const struct km_ssh_conn *c)
 {
     return &c->peer;
+}
+
+const struct km_ssh_grant *km_ssh_conn_grant(const struct km_ssh_conn *c)
+{
+    return c->has_grant ? &c->grant : NULL;
 }
 
 bool km_ssh_conn_is_client(const struct km_ssh_conn *c)

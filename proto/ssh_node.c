@@ -19,6 +19,8 @@
  * pick a non-AEAD cipher, which these lists never offer; a common entry must still exist. */
 #define KEX_ALGOS "curve25519-sha256,curve25519-sha256@libssh.org"
 #define HOSTKEY_ALGOS "ssh-ed25519"
+/* Client authentication: plain node keys, and capability certificates (docs/CAPABILITIES.md). */
+#define USER_KEY_ALGOS "ssh-ed25519,ssh-ed25519-cert-v01@openssh.com"
 #define CIPHERS_AES "aes128-gcm@openssh.com,aes256-gcm@openssh.com,chacha20-poly1305@openssh.com"
 #define CIPHERS_CHACHA "chacha20-poly1305@openssh.com,aes128-gcm@openssh.com,aes256-gcm@openssh.com"
 #define MAC_ALGOS "hmac-sha2-256-etm@openssh.com,hmac-sha2-512-etm@openssh.com"
@@ -89,7 +91,7 @@ int km__ssh_session_options(struct km_ssh_node *n, ssh_session s)
         ssh_options_set(s, SSH_OPTIONS_LOG_VERBOSITY, &verbosity) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_KEY_EXCHANGE, KEX_ALGOS) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_HOSTKEYS, HOSTKEY_ALGOS) != SSH_OK ||
-        ssh_options_set(s, SSH_OPTIONS_PUBLICKEY_ACCEPTED_TYPES, HOSTKEY_ALGOS) != SSH_OK ||
+        ssh_options_set(s, SSH_OPTIONS_PUBLICKEY_ACCEPTED_TYPES, USER_KEY_ALGOS) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_CIPHERS_C_S, n->ciphers) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_CIPHERS_S_C, n->ciphers) != SSH_OK ||
         ssh_options_set(s, SSH_OPTIONS_HMAC_C_S, MAC_ALGOS) != SSH_OK ||
@@ -119,7 +121,7 @@ static int bind_options(struct km_ssh_node *n, ssh_key key)
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_KEY_EXCHANGE, KEX_ALGOS) != SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_HOSTKEY_ALGORITHMS, HOSTKEY_ALGOS) !=
             SSH_OK ||
-        ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES, HOSTKEY_ALGOS) !=
+        ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_PUBKEY_ACCEPTED_KEY_TYPES, USER_KEY_ALGOS) !=
             SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_CIPHERS_C_S, n->ciphers) != SSH_OK ||
         ssh_bind_options_set(n->bind, SSH_BIND_OPTIONS_CIPHERS_S_C, n->ciphers) != SSH_OK ||
@@ -131,6 +133,16 @@ static int bind_options(struct km_ssh_node *n, ssh_key key)
 }
 
 static void on_reap(uv_timer_t *t);
+
+/* Certificate logins are decided again now and then, so that a revocation, or an owner key
+ * removed from the config, ends live sessions too (SECURITY.md promise 5). */
+static void on_recheck(uv_timer_t *t)
+{
+    struct km_ssh_node *n = t->data;
+    for (struct km_ssh_conn *c = n->conns; c != NULL; c = c->next) {
+        km__ssh_conn_recheck(c);
+    }
+}
 
 int km_ssh_node_new(uv_loop_t *loop, const struct km_key *key, const struct km_ssh_opts *o,
                     const struct km_ssh_hooks *hooks, struct km_ssh_node **out)
@@ -168,6 +180,11 @@ int km_ssh_node_new(uv_loop_t *loop, const struct km_key *key, const struct km_s
     }
     n->reaper.data = n;
     uv_unref((uv_handle_t *)&n->reaper);
+    /* uv_timer_init cannot fail on Linux once the first one succeeded. */
+    (void)uv_timer_init(loop, &n->recheck);
+    n->recheck.data = n;
+    (void)uv_timer_start(&n->recheck, on_recheck, KM_SSH_RECHECK_MS, KM_SSH_RECHECK_MS);
+    uv_unref((uv_handle_t *)&n->recheck);
     *out = n;
     return 0;
 }
@@ -315,6 +332,7 @@ static void on_reap(uv_timer_t *t)
         }
         km__ssh_conn_unlink(c);
     }
+    km__ssh_sess_reap(n);
     /* Orphaned streams whose users have closed them. */
     struct km_ssh_chan *prev = NULL;
     struct km_ssh_chan *ch = n->orphans;
@@ -333,7 +351,7 @@ static void on_reap(uv_timer_t *t)
         ch = next;
     }
     if (n->closing && n->conns == NULL && n->pending_closes == 0 && n->orphans == NULL &&
-        n->listeners == NULL && !uv_is_closing((uv_handle_t *)&n->reaper)) {
+        n->sessions == NULL && n->listeners == NULL && !uv_is_closing((uv_handle_t *)&n->reaper)) {
         uv_close((uv_handle_t *)&n->reaper, on_reaper_closed);
     }
 }
@@ -352,5 +370,8 @@ void km_ssh_node_close(struct km_ssh_node *n)
     for (struct km_ssh_conn *c = n->conns; c != NULL; c = c->next) {
         km_ssh_conn_close(c);
     }
+    km__ssh_sess_close_all(n);
+    /* Closed before the reaper, so its close completes before the node is freed. */
+    uv_close((uv_handle_t *)&n->recheck, NULL);
     km__ssh_node_kick_reaper(n);
 }

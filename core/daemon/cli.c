@@ -213,6 +213,8 @@ static const struct command commands[] = {
     {"peers", km_cmd_peers, "list the peers and the connection to each"},
     {"resolve", km_cmd_resolve, "show a name's node and its ranked paths"},
     {"connect", km_cmd_connect, "splice stdin/stdout to a mesh stream (ssh ProxyCommand)"},
+    {"grant", km_cmd_grant, "issue a capability (an OpenSSH user certificate) to a key"},
+    {"cap", km_cmd_cap, "add, list and revoke capabilities"},
 };
 
 static void usage(FILE *f)

@@ -72,6 +72,8 @@ enum single {
     S_TUN_NAME,
     S_TUN_MTU,
     S_TUN_MAX_FLOWS,
+    S_CAP_ACCOUNT,
+    S_CAP_SKEW,
     S_N
 };
 
@@ -118,6 +120,19 @@ static void msg(char *err, size_t errsz, const char *fmt, ...)
 static const char *esc(char out[QUOTE_LEN], const char *s)
 {
     return km_log_escape(out, QUOTE_LEN, s, strlen(s));
+}
+
+/* A local user name as useradd(8) takes it: no path or shell metacharacters. */
+static bool account_name_ok(const char *v, size_t cap)
+{
+    size_t n = strlen(v);
+    bool ok = n > 0 && n < cap && v[0] != '-';
+    for (size_t i = 0; ok && i < n; i++) {
+        char ch = v[i];
+        ok = (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+             ch == '_' || ch == '-' || ch == '.';
+    }
+    return ok;
 }
 
 static int bad_value(char *err, size_t errsz, const char *section, const char *key,
@@ -853,11 +868,83 @@ static int set_single(struct parse *p, enum single s, const char *section, const
         c->tun_max_flows = (unsigned)v;
         return r;
     }
+    case S_CAP_ACCOUNT:
+        if (!account_name_ok(value, sizeof c->cap_account)) {
+            return bad_value(err, errsz, section, key, value,
+                             "a local account name (letters, digits, '_', '-', '.'; at most 32)");
+        }
+        memcpy(c->cap_account, value, strlen(value) + 1);
+        return 0;
+    case S_CAP_SKEW: {
+        uint64_t ms;
+        if (km_conf_duration_ms(value, &ms) != 0 || ms > 3600000) {
+            return bad_value(err, errsz, section, key, value,
+                             "a duration from 0 to 1h (like 60s or 5m)");
+        }
+        c->cap_skew_s = (uint32_t)(ms / 1000);
+        return 0;
+    }
     case S_N:
     default:
         break;
     }
     return KM_ERR_CONFIG;
+}
+
+/* [cap] account_for = NODE-ID ACCOUNT: the account this grantee's sessions run as;
+ * repeatable, one per grantee. */
+static int add_account_for(struct km_config *c, const char *section, const char *key,
+                           const char *value, char *err, size_t errsz)
+{
+    const char *sp = strpbrk(value, " \t");
+    struct km_pubkey k;
+    const char *acct = sp;
+    while (acct != NULL && (*acct == ' ' || *acct == '\t')) {
+        acct++;
+    }
+    if (sp == NULL || km_node_id_parse(value, (size_t)(sp - value), &k) != 0 ||
+        !account_name_ok(acct, sizeof c->cap_accounts[0].account)) {
+        return bad_value(err, errsz, section, key, value,
+                         "NODE-ID ACCOUNT (a grantee's node ID and a local account name)");
+    }
+    for (size_t i = 0; i < c->n_cap_accounts; i++) {
+        if (km_pubkey_equal(&c->cap_accounts[i].key, &k)) {
+            msg(err, errsz, "[%s] %s: this node ID already has an account", section, key);
+            return KM_ERR_CONFIG;
+        }
+    }
+    if (c->n_cap_accounts >= KM_CONFIG_MAX_ACCOUNTS) {
+        msg(err, errsz, "[%s] %s: too many entries (max %u)", section, key, KM_CONFIG_MAX_ACCOUNTS);
+        return KM_ERR_CONFIG;
+    }
+    c->cap_accounts[c->n_cap_accounts].key = k;
+    memcpy(c->cap_accounts[c->n_cap_accounts].account, acct, strlen(acct) + 1);
+    c->n_cap_accounts++;
+    return 0;
+}
+
+/* [cap] owner: a node ID or an OpenSSH ed25519 public key line; repeatable. */
+static int add_owner(struct km_config *c, const char *section, const char *key, const char *value,
+                     char *err, size_t errsz)
+{
+    struct km_pubkey k;
+    if (km_node_id_parse(value, strlen(value), &k) != 0 &&
+        km_pubkey_parse(value, strlen(value), &k) != 0) {
+        return bad_value(err, errsz, section, key, value,
+                         "an owner key (a node ID or an \"ssh-ed25519 ...\" public key line)");
+    }
+    for (size_t i = 0; i < c->n_cap_owners; i++) {
+        if (km_pubkey_equal(&c->cap_owners[i], &k)) {
+            return 0;
+        }
+    }
+    if (c->n_cap_owners >= KM_CONFIG_MAX_OWNERS) {
+        msg(err, errsz, "[%s] %s: too many owner keys (max %u)", section, key,
+            KM_CONFIG_MAX_OWNERS);
+        return KM_ERR_CONFIG;
+    }
+    c->cap_owners[c->n_cap_owners++] = k;
+    return 0;
 }
 
 /* The schema: every single-valued key. `listen`, `expose`, [peer NAME] and [aliases] are
@@ -904,10 +991,13 @@ static const struct {
     {"tun", "name", S_TUN_NAME},
     {"tun", "mtu", S_TUN_MTU},
     {"tun", "max_flows", S_TUN_MAX_FLOWS},
+    {"cap", "account", S_CAP_ACCOUNT},
+    {"cap", "clock_skew", S_CAP_SKEW},
 };
 
-static const char *const sections[] = {"node", "log", "control", "mesh",    "egress",  "socks5",
-                                       "http", "dns", "mdns",    "publish", "aliases", "tun"};
+static const char *const sections[] = {"node",   "log",     "control", "mesh", "egress",
+                                       "socks5", "http",    "dns",     "mdns", "publish",
+                                       "cap",    "aliases", "tun"};
 
 static bool is_peer_section(const char *section)
 {
@@ -934,7 +1024,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http, dns, mdns, publish, aliases or tun)",
+        "http, dns, mdns, publish, cap, aliases or tun)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -959,6 +1049,12 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
         if (strcmp(section, lsec_name[s]) == 0 && strcmp(key, "listen") == 0) {
             return add_listen(p, (enum lsec)s, value, line, err, errsz);
         }
+    }
+    if (strcmp(section, "cap") == 0 && strcmp(key, "owner") == 0) {
+        return add_owner(p->c, section, key, value, err, errsz);
+    }
+    if (strcmp(section, "cap") == 0 && strcmp(key, "account_for") == 0) {
+        return add_account_for(p->c, section, key, value, err, errsz);
     }
     if (strcmp(section, "mesh") == 0 && strcmp(key, "expose") == 0) {
         return add_ports(p->c->mesh_expose, &p->c->n_mesh_expose, section, key, value, err, errsz);
@@ -1134,6 +1230,7 @@ void km_config_defaults(struct km_config *c)
     c->ciphers = KM_CIPHER_AUTO;
     c->egress = KM_EGRESS_REFUSE;
     c->allow_private = false;
+    c->cap_skew_s = 60;
     c->socks5_enabled = true;
     c->socks5_listen[0] = (struct km_conf_addr){.host = "127.0.0.1", .port = 1080};
     c->n_socks5_listen = 1;

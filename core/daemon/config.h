@@ -21,6 +21,8 @@
 #define KM_CONFIG_MAX_PEERS 64
 #define KM_CONFIG_MAX_PEER_ADDRS 8
 #define KM_CONFIG_MAX_PORTS 32
+#define KM_CONFIG_MAX_OWNERS 16
+#define KM_CONFIG_MAX_ACCOUNTS 64
 
 enum km_cipher_pref {
     KM_CIPHER_AUTO = 0, /* AES-GCM when the CPU has AES instructions, else ChaCha20 */
@@ -119,6 +121,16 @@ struct km_config {
     char tun_name[16];      /* `name`, default keymesh0 */
     unsigned tun_mtu;       /* `mtu`, default 1500 */
     unsigned tun_max_flows; /* `max_flows`, default 4096 */
+    /* [cap]: capabilities (docs/CAPABILITIES.md) */
+    struct km_pubkey cap_owners[KM_CONFIG_MAX_OWNERS]; /* `owner =`, trusted signers */
+    size_t n_cap_owners;
+    char cap_account[33]; /* `account =`: local user for shell/exec grants; "" = none */
+    struct {
+        struct km_pubkey key;               /* a grantee */
+        char account[33];                   /* the local user its sessions run as */
+    } cap_accounts[KM_CONFIG_MAX_ACCOUNTS]; /* `account_for = NODE-ID ACCOUNT`, repeatable */
+    size_t n_cap_accounts;
+    uint32_t cap_skew_s; /* `clock_skew =`, default 60 s */
     /* [aliases] */
     struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
     size_t n_aliases;

@@ -372,7 +372,10 @@ static int start(struct km_daemon *d)
         KM_ERROR_R(r, "cannot listen on control socket %s", d->sock_path);
         return r;
     }
-    if ((r = km_router_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), &d->router)) != 0 ||
+    if ((r = km_router_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), &d->router)) == 0) {
+        km_router_set_dir(d->router, d->opts->dir);
+    }
+    if (r != 0 ||
         (r = km_discover_new(km_loop_uv(d->loop), d->cfg, km_key_pub(d->key), d->router,
                              &d->disc)) != 0 ||
         (r = start_mesh(d)) != 0 || (r = start_proxies(d)) != 0 || (r = start_tun(d)) != 0 ||

@@ -7,7 +7,10 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <time.h>
 
+#include "cap/policy.h"
+#include "cap/store.h"
 #include "core/log.h"
 #include "core/relay.h"
 #include "core/uvstream.h"
@@ -55,6 +58,7 @@ struct km_router {
     struct km_egress egress;
     struct km_egress_req *reqs; /* every request in flight, for cancellation at free */
     struct km_router_gossip gossip;
+    char dir[KM_CONFIG_PATH_MAX]; /* state directory (capability files); "" = none */
 };
 
 /* ---- names ---- */
@@ -476,8 +480,92 @@ static int hook_authorize(void *arg, const struct km_pubkey *key, const char *us
     return p->allow ? 0 : KM_ERR_REFUSED;
 }
 
-static int hook_allow_direct(void *arg, const struct km_pubkey *peer, const char *host,
-                             uint16_t port)
+/* A capability certificate login (docs/CAPABILITIES.md). The policy is built afresh each
+ * time, so a revocation or a config reload applies to the next login at once. */
+static int hook_authorize_cert(void *arg, const uint8_t *blob, size_t len, const char *user,
+                               const char *peer, struct km_pubkey *key, struct km_ssh_grant *grant,
+                               char *why, size_t whysz)
+{
+    (void)user; /* any login name: sessions run as [cap] account */
+    struct km_router *r = arg;
+    memset(grant, 0, sizeof *grant);
+    struct km_cap_policy *pol = malloc(sizeof *pol);
+    if (pol == NULL) {
+        snprintf(why, whysz, "out of memory");
+        return -ENOMEM;
+    }
+    km_cap_policy_init(pol, &r->self);
+    pol->skew_s = r->cfg->cap_skew_s;
+    int rc = 0;
+    for (size_t i = 0; rc == 0 && i < r->cfg->n_cap_owners; i++) {
+        rc = km_cap_policy_add_signer(pol, &r->cfg->cap_owners[i]);
+    }
+    size_t line = 0;
+    if (rc == 0 && r->dir[0] != '\0' && (rc = km_cap_store_load_revoked(r->dir, pol, &line)) != 0) {
+        /* Fail closed: an unreadable revocation list refuses every certificate. */
+        snprintf(why, whysz, "revocation list unusable (line %zu: %s)", line, km_strerror(rc));
+        free(pol);
+        return KM_ERR_REFUSED;
+    }
+    struct km_cap_grant g;
+    rc = km_cap_check(pol, blob, len, (uint64_t)time(NULL), peer[0] != '\0' ? peer : NULL, &g, why,
+                      whysz);
+    free(pol);
+    if (rc != 0) {
+        return rc;
+    }
+    *key = g.key;
+    grant->serial = g.serial;
+    grant->ends_at_s = g.ends_at;
+    grant->shell = g.shell;
+    grant->exec = g.exec;
+    grant->pty = g.pty;
+    grant->expose = g.expose;
+    snprintf(grant->command, sizeof grant->command, "%s", g.command);
+    snprintf(grant->account, sizeof grant->account, "%s", r->cfg->cap_account);
+    for (size_t i = 0; i < r->cfg->n_cap_accounts; i++) {
+        if (km_pubkey_equal(&r->cfg->cap_accounts[i].key, &g.key)) {
+            snprintf(grant->account, sizeof grant->account, "%s", r->cfg->cap_accounts[i].account);
+        }
+    }
+    for (size_t i = 0; i < g.n_ports && i < KM_SSH_GRANT_MAX_PORTS; i++) {
+        grant->ports[grant->n_ports++] = g.ports[i];
+    }
+    return 0;
+}
+
+static int hook_client_cert(void *arg, const struct km_pubkey *target, struct km_buf *out)
+{
+    struct km_router *r = arg;
+    if (r->dir[0] == '\0') {
+        return KM_ERR_NOT_FOUND;
+    }
+    return km_cap_store_pick(r->dir, &r->self, target, (uint64_t)time(NULL), out);
+}
+
+/* A certificate holder reaches exactly the local ports its grant lists, and this node's own
+ * SSH server (the mesh port, which it can reach over the network anyway): there a nested
+ * session presents a certificate again and gets what that one grants (stock ssh through
+ * `keymesh connect`). */
+static int grant_allows(const struct km_router *r, const struct km_ssh_grant *g, const char *host,
+                        uint16_t port)
+{
+    if (!is_local_target(r, host)) {
+        return KM_ERR_REFUSED;
+    }
+    if (port_listed(g->ports, g->n_ports, port)) {
+        return 0;
+    }
+    for (size_t i = 0; i < r->cfg->n_mesh_listen; i++) {
+        if (r->cfg->mesh_listen[i].port == port) {
+            return 0;
+        }
+    }
+    return KM_ERR_REFUSED;
+}
+
+static int hook_allow_direct(void *arg, const struct km_pubkey *peer,
+                             const struct km_ssh_grant *grant, const char *host, uint16_t port)
 {
     if (strcmp(host, KM_GOSSIP_HOST) == 0) {
         /* Any authenticated peer may offer announcements: they are verified one by one. */
@@ -487,6 +575,9 @@ static int hook_allow_direct(void *arg, const struct km_pubkey *peer, const char
         return 0; /* a round trip reveals nothing the login did not */
     }
     struct km_router *r = arg;
+    if (grant != NULL) {
+        return grant_allows(r, grant, host, port);
+    }
     const struct km_config *c = r->cfg;
     const struct km_config_peer *p = find_peer(c, peer);
     if ((p == NULL && !c->allow_unknown) || (p != NULL && !p->allow)) {
@@ -606,6 +697,8 @@ void km_router_ssh_hooks(struct km_router *r, struct km_ssh_hooks *out)
 {
     memset(out, 0, sizeof *out);
     out->authorize = hook_authorize;
+    out->authorize_cert = hook_authorize_cert;
+    out->client_cert = hook_client_cert;
     out->allow_direct = hook_allow_direct;
     out->on_direct = hook_on_direct;
     out->on_conn_accepted = hook_conn_accepted;
@@ -650,6 +743,11 @@ void km_router_set_mesh(struct km_router *r, struct km_mesh *mesh)
 struct km_mesh *km_router_mesh(const struct km_router *r)
 {
     return r->mesh;
+}
+
+void km_router_set_dir(struct km_router *r, const char *dir)
+{
+    snprintf(r->dir, sizeof r->dir, "%s", dir);
 }
 
 void km_router_set_config(struct km_router *r, const struct km_config *cfg)

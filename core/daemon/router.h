@@ -30,6 +30,10 @@ KM_MUST_CHECK int km_router_new(uv_loop_t *loop, const struct km_config *cfg,
 /* Attach the mesh once it exists (the mesh needs the router's lookup first). */
 void km_router_set_mesh(struct km_router *r, struct km_mesh *mesh);
 
+/* The state directory, where capability files live (cap/store.h): certificate logins read
+ * its revocation list, dials present its held certificates. Copied. */
+void km_router_set_dir(struct km_router *r, const char *dir);
+
 /* Switch to a reloaded configuration. */
 void km_router_set_config(struct km_router *r, const struct km_config *cfg);
 

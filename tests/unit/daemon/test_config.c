@@ -30,7 +30,7 @@ static const uint8_t PK2[32] = {0x3d, 0x40, 0x17, 0xc3, 0xe8, 0x43, 0x89, 0x5a, 
 #define LISTEN_EXPECT "(expected HOST:PORT with an IP literal, [IPV6]:PORT or PORT, port 1-65535)"
 #define SECTIONS                                                                                \
     "(expected node, log, control, mesh, peer NAME, egress, socks5, http, dns, mdns, publish, " \
-    "aliases or tun)"
+    "cap, aliases or tun)"
 #define PORTS_EXPECT "a port list (expected ports 1-65535 separated by commas or spaces)"
 #define DURATION_EXPECT                                                                   \
     "a duration (expected a number with unit ms, s, m, h or d, such as 30s; at most 366 " \
@@ -263,6 +263,24 @@ static void chk_http_off(const struct km_config *c)
     assert_true(c->socks5_enabled);
     assert_false(c->http_enabled);
 }
+static void chk_cap(const struct km_config *c)
+{
+    assert_int_equal(c->n_cap_owners, 2);
+    assert_string_equal(c->cap_account, "alice");
+    assert_int_equal(c->cap_skew_s, 5);
+}
+static void chk_cap_accounts(const struct km_config *c)
+{
+    assert_int_equal(c->n_cap_accounts, 2);
+    assert_string_equal(c->cap_accounts[0].account, "bob");
+    assert_string_equal(c->cap_accounts[1].account, "carol.x");
+}
+static void chk_cap_default(const struct km_config *c)
+{
+    assert_int_equal(c->n_cap_owners, 0);
+    assert_string_equal(c->cap_account, "");
+    assert_int_equal(c->cap_skew_s, 60);
+}
 static void chk_socks_port(const struct km_config *c)
 {
     assert_int_equal(c->n_socks5_listen, 1);
@@ -492,6 +510,12 @@ static const struct good_case good_cases[] = {
      chk_mesh_8},
     {"[socks5]\nenabled = false\n", chk_socks_off},
     {"[http]\nenabled = 0\n", chk_http_off},
+    {"[cap]\nowner = " ID1 "\nowner = ssh-ed25519 "
+     "AAAAC3NzaC1lZDI1NTE5AAAAID1AF8PoQ4laksOqp00bfrycmCzPLsSWjMDNVfEq9GYM x\nowner = " ID1
+     "\naccount = alice\nclock_skew = 5s\n",
+     chk_cap},
+    {"[cap]\n", chk_cap_default},
+    {"[cap]\naccount_for = " ID1 " bob\naccount_for = " ID2 "\t carol.x\n", chk_cap_accounts},
     {"[socks5]\nlisten = 9050\n", chk_socks_port},
     {"[http]\nlisten = 3128\nlisten = [::1]:3128\n", chk_http_two},
     {"[aliases]\n" A63 " = " ID1 "\n", chk_alias_63},
@@ -590,6 +614,17 @@ static const struct bad_case bad_cases[] = {
     {"listen = 80\n", "k.conf:1: key \"listen\" is outside any section (add a [section] header "
                       "above it)"},
     {"[mesh]\nport = 15022\n", "k.conf:2: unknown key \"port\" in [mesh]"},
+    {"[cap]\nowner = nope\n", "k.conf:2: [cap] owner: \"nope\" is not an owner key (a node ID or "
+                              "an \"ssh-ed25519 ...\" public key line)"},
+    {"[cap]\naccount = a/b\n", "k.conf:2: [cap] account: \"a/b\" is not a local account name "
+                               "(letters, digits, '_', '-', '.'; at most 32)"},
+    {"[cap]\naccount_for = " ID1 "\n", "k.conf:2: [cap] account_for: \"" ID1 "\" is not NODE-ID "
+                                       "ACCOUNT (a grantee's node ID and a local account name)"},
+    {"[cap]\naccount_for = " ID1 " a\naccount_for = " ID1 " b\n",
+     "k.conf:3: [cap] account_for: this node ID already has an account"},
+    {"[cap]\nclock_skew = 2h\n",
+     "k.conf:2: [cap] clock_skew: \"2h\" is not a duration from 0 to 1h "
+     "(like 60s or 5m)"},
     {"[node]\nlisten = 1\n", "k.conf:2: unknown key \"listen\" in [node]"},
     {"[mesh]\nenabled = true\n", "k.conf:2: unknown key \"enabled\" in [mesh]"},
     {"[node]\nSuffix = x\n", "k.conf:2: unknown key \"Suffix\" in [node]"},

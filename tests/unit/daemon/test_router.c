@@ -7,9 +7,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
+#include "cap/cert.h"
+#include "cap/store.h"
 #include "core/daemon/router.h"
 #include "core/log.h"
 #include "identity/derive.h"
@@ -232,23 +236,144 @@ static void test_inbound_policy(void **state)
     assert_int_equal(h.authorize(h.arg, &k2, "keymesh"), KM_ERR_REFUSED); /* allow = false */
     assert_int_equal(h.authorize(h.arg, km_key_pub(stranger), "keymesh"), KM_ERR_REFUSED);
     /* Streams: [mesh] expose for everyone allowed, the peer's own list for it. */
-    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 22), 0);
-    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 8080), 0);
-    assert_int_equal(h.allow_direct(h.arg, &k1, "127.0.0.1", 8080), 0);
-    assert_int_equal(h.allow_direct(h.arg, &k1, "localhost", 8081), KM_ERR_REFUSED);
-    assert_int_equal(h.allow_direct(h.arg, &k1, "192.0.2.1", 22), KM_ERR_REFUSED); /* no exit */
-    assert_int_equal(h.allow_direct(h.arg, &k2, "localhost", 22), KM_ERR_REFUSED); /* allow=0 */
-    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "localhost", 22), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "localhost", 22), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "localhost", 8080), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "127.0.0.1", 8080), 0);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "localhost", 8081), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, &k1, NULL, "192.0.2.1", 22),
+                     KM_ERR_REFUSED); /* no exit */
+    assert_int_equal(h.allow_direct(h.arg, &k2, NULL, "localhost", 22),
+                     KM_ERR_REFUSED); /* allow=0 */
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), NULL, "localhost", 22),
+                     KM_ERR_REFUSED);
     /* allow_unknown: a key with no [peer] logs in and opens [mesh] expose ports only. */
     f->cfg->allow_unknown = true;
     assert_int_equal(h.authorize(h.arg, km_key_pub(stranger), "keymesh"), 0);
-    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "localhost", 22), 0);
-    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "localhost", 8080),
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), NULL, "localhost", 22), 0);
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), NULL, "localhost", 8080),
                      KM_ERR_REFUSED);
-    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), "192.0.2.1", 22), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, km_key_pub(stranger), NULL, "192.0.2.1", 22),
+                     KM_ERR_REFUSED);
     assert_int_equal(h.authorize(h.arg, &k2, "keymesh"), KM_ERR_REFUSED); /* allow=0 wins */
     f->cfg->allow_unknown = false;
     km_key_free(stranger);
+}
+
+/* Capability logins (docs/CAPABILITIES.md): the router's hooks build the policy from the
+ * config and the state directory and decide. */
+static void make_cert(const struct km_key *signer, const struct km_pubkey *grantee,
+                      const struct km_pubkey *target, uint64_t serial, struct km_buf *out)
+{
+    struct km_cert *c = calloc(1, sizeof *c);
+    c->nonce_len = 32;
+    c->key = *grantee;
+    c->serial = serial;
+    c->type = KM_CERT_USER;
+    km_node_id(target, c->principals[0]);
+    c->n_principals = 1;
+    c->valid_after = (uint64_t)time(NULL) - 10;
+    c->valid_before = (uint64_t)time(NULL) + 100;
+    c->ext = KM_CERT_EXT_SHELL | KM_CERT_EXT_PORT_FWD | KM_CERT_EXT_PORTS;
+    c->ports[0] = 8080;
+    c->n_ports = 1;
+    km_buf_init(out, KM_CERT_BLOB_MAX);
+    assert_int_equal(km_cert_sign(c, signer, out), 0);
+    free(c);
+}
+
+static int cert_login(const struct km_ssh_hooks *h, const struct km_buf *b, struct km_pubkey *key,
+                      struct km_ssh_grant *g, char *why)
+{
+    return h->authorize_cert(h->arg, km_buf_peek_ptr(b), km_buf_len(b), "alice", "127.0.0.1", key,
+                             g, why, 256);
+}
+
+static void test_cert_policy(void **state)
+{
+    struct fix *f = *state;
+    struct km_ssh_hooks h;
+    km_router_ssh_hooks(f->r, &h);
+    struct km_key *grantee;
+    struct km_key *owner;
+    assert_int_equal(km_key_generate(&grantee), 0);
+    assert_int_equal(km_key_generate(&owner), 0);
+    snprintf(f->cfg->cap_account, sizeof f->cfg->cap_account, "alice");
+    struct km_buf b;
+    struct km_pubkey key;
+    struct km_ssh_grant g;
+    char why[256];
+    /* Signed by this node: accepted; the grant carries ports, shell and the account. */
+    make_cert(f->self, km_key_pub(grantee), km_key_pub(f->self), 41, &b);
+    assert_int_equal(cert_login(&h, &b, &key, &g, why), 0);
+    assert_true(km_pubkey_equal(&key, km_key_pub(grantee)));
+    assert_true(g.shell);
+    assert_false(g.exec);
+    assert_int_equal(g.n_ports, 1);
+    assert_int_equal(g.serial, 41);
+    assert_string_equal(g.account, "alice");
+    /* [cap] account_for picks another account for this grantee. */
+    f->cfg->cap_accounts[0].key = *km_key_pub(grantee);
+    snprintf(f->cfg->cap_accounts[0].account, sizeof f->cfg->cap_accounts[0].account, "bob");
+    f->cfg->n_cap_accounts = 1;
+    assert_int_equal(cert_login(&h, &b, &key, &g, why), 0);
+    assert_string_equal(g.account, "bob");
+    f->cfg->n_cap_accounts = 0;
+    /* Streams for a certificate login: the granted port and the node's own SSH port only. */
+    assert_int_equal(h.allow_direct(h.arg, &key, &g, "localhost", 8080), 0);
+    assert_int_equal(h.allow_direct(h.arg, &key, &g, "localhost", 8081), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, &key, &g, "192.0.2.1", 8080), KM_ERR_REFUSED);
+    assert_int_equal(h.allow_direct(h.arg, &key, &g, "localhost", f->cfg->mesh_listen[0].port), 0);
+    km_buf_reset(&b);
+    /* Signed by an owner: refused until the config trusts it. */
+    make_cert(owner, km_key_pub(grantee), km_key_pub(f->self), 42, &b);
+    assert_int_equal(cert_login(&h, &b, &key, &g, why), KM_ERR_REFUSED);
+    assert_non_null(strstr(why, "is not trusted"));
+    f->cfg->cap_owners[0] = *km_key_pub(owner);
+    f->cfg->n_cap_owners = 1;
+    assert_int_equal(cert_login(&h, &b, &key, &g, why), 0);
+    /* The revocation list in the state directory is read at every login. */
+    char dir[] = "/tmp/km-test-router-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    km_router_set_dir(f->r, dir);
+    assert_int_equal(km_cap_store_revoke(dir, "serial 42"), 0);
+    assert_int_equal(cert_login(&h, &b, &key, &g, why), KM_ERR_REFUSED);
+    assert_non_null(strstr(why, "serial 42 is revoked"));
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s", dir, KM_CAP_REVOKED);
+    FILE *fp = fopen(path, "a");
+    assert_non_null(fp);
+    fputs("garbage\n", fp);
+    fclose(fp);
+    km_buf_reset(&b);
+    make_cert(f->self, km_key_pub(grantee), km_key_pub(f->self), 43, &b);
+    assert_int_equal(cert_login(&h, &b, &key, &g, why), KM_ERR_REFUSED); /* fails closed */
+    assert_non_null(strstr(why, "revocation list unusable"));
+    unlink(path);
+    km_buf_reset(&b);
+    /* Client side: a held certificate for this node's key is offered to the node it names. */
+    struct km_pubkey k1, k2;
+    assert_int_equal(km_node_id_parse(N1, strlen(N1), &k1), 0);
+    assert_int_equal(km_node_id_parse(N2, strlen(N2), &k2), 0);
+    make_cert(owner, km_key_pub(f->self), &k1, 44, &b);
+    assert_int_equal(km_cap_store_save(dir, KM_CAP_HELD, km_buf_peek_ptr(&b), km_buf_len(&b), 44,
+                                       NULL, path, sizeof path),
+                     0);
+    struct km_buf held;
+    km_buf_init(&held, KM_CERT_BLOB_MAX);
+    assert_int_equal(h.client_cert(h.arg, &k1, &held), 0);
+    assert_int_equal(km_buf_len(&held), km_buf_len(&b));
+    km_buf_clear(&held);
+    assert_int_equal(h.client_cert(h.arg, &k2, &held), KM_ERR_NOT_FOUND);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/caps/held", dir);
+    rmdir(path);
+    snprintf(path, sizeof path, "%s/caps", dir);
+    rmdir(path);
+    rmdir(dir);
+    km_buf_reset(&held);
+    km_buf_reset(&b);
+    km_key_free(grantee);
+    km_key_free(owner);
 }
 
 int main(void)
@@ -259,6 +384,7 @@ int main(void)
         cmocka_unit_test(test_private_ranges),
         cmocka_unit_test_setup_teardown(test_egress_policy, setup, teardown),
         cmocka_unit_test_setup_teardown(test_inbound_policy, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_cert_policy, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -33,9 +33,11 @@ static int authorize(void *arg, const struct km_pubkey *key, const char *user)
     return km_pubkey_equal(key, &n->allowed) && strcmp(user, "keymesh") == 0 ? 0 : KM_ERR_REFUSED;
 }
 
-static int allow_direct(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port)
+static int allow_direct(void *arg, const struct km_pubkey *peer, const struct km_ssh_grant *grant,
+                        const char *host, uint16_t port)
 {
     (void)peer;
+    (void)grant;
     struct node *n = arg;
     return (strcmp(host, "localhost") == 0 && (n->allow_any_port || port == 7)) ? 0
                                                                                 : KM_ERR_REFUSED;
@@ -93,7 +95,11 @@ static void node_init(uv_loop_t *loop, struct node *n, uint16_t port)
     struct km_ssh_opts o;
     km_ssh_opts_default(&o);
     o.connect_timeout_ms = 3000;
-    struct km_ssh_hooks h = {authorize, allow_direct, on_direct, NULL, on_conn_closed, n};
+    struct km_ssh_hooks h = {.authorize = authorize,
+                             .allow_direct = allow_direct,
+                             .on_direct = on_direct,
+                             .on_conn_closed = on_conn_closed,
+                             .arg = n};
     assert_int_equal(km_ssh_node_new(loop, n->key, &o, &h, &n->ssh), 0);
     if (port != 0) {
         struct sockaddr_in sa;

@@ -1,0 +1,130 @@
+/* A small libssh client for tests/integration/cap.sh: what stock ssh cannot do, send a
+ * "signal" channel request (RFC 4254 section 6.9), and report the exit-status or
+ * exit-signal that comes back.
+ *
+ * usage: sess_driver HOST PORT HOSTKEY.pub KEY CERT USER COMMAND SIGNAL
+ *   Connects (checking the server key equals HOSTKEY.pub), logs in with KEY + CERT, runs
+ *   COMMAND without a pty, waits for its first output line, sends SIGNAL, then prints the
+ *   output, and "exit-status N" or "exit-signal NAME". Exit 0 when all of this happened. */
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <libssh/callbacks.h>
+#include <libssh/libssh.h>
+
+struct result {
+    int status;
+    char signal[32];
+};
+
+static void on_exit_status(ssh_session s, ssh_channel ch, int status, void *arg)
+{
+    (void)s;
+    (void)ch;
+    ((struct result *)arg)->status = status;
+}
+
+static void on_exit_signal(ssh_session s, ssh_channel ch, const char *sig, int core,
+                           const char *msg, const char *lang, void *arg)
+{
+    (void)s;
+    (void)ch;
+    (void)core;
+    (void)msg;
+    (void)lang;
+    snprintf(((struct result *)arg)->signal, sizeof((struct result *)arg)->signal, "%s", sig);
+}
+
+static int fail(const char *what, ssh_session s)
+{
+    fprintf(stderr, "sess_driver: %s: %s\n", what, s != NULL ? ssh_get_error(s) : "");
+    return 1;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc != 9) {
+        fprintf(stderr, "usage: %s HOST PORT HOSTKEY.pub KEY CERT USER COMMAND SIGNAL\n", argv[0]);
+        return 2;
+    }
+    ssh_session s = ssh_new();
+    int no = 0;
+    unsigned port = (unsigned)strtoul(argv[2], NULL, 10);
+    if (s == NULL || ssh_options_set(s, SSH_OPTIONS_PROCESS_CONFIG, &no) != SSH_OK ||
+        ssh_options_set(s, SSH_OPTIONS_HOST, argv[1]) != SSH_OK ||
+        ssh_options_set(s, SSH_OPTIONS_PORT, &port) != SSH_OK ||
+        ssh_options_set(s, SSH_OPTIONS_USER, argv[6]) != SSH_OK) {
+        return fail("options", s);
+    }
+    if (ssh_connect(s) != SSH_OK) {
+        return fail("connect", s);
+    }
+    ssh_key want = NULL;
+    ssh_key got = NULL;
+    if (ssh_pki_import_pubkey_file(argv[3], &want) != SSH_OK ||
+        ssh_get_server_publickey(s, &got) != SSH_OK ||
+        ssh_key_cmp(want, got, SSH_KEY_CMP_PUBLIC) != 0) {
+        return fail("host key", s);
+    }
+    ssh_key priv = NULL;
+    ssh_key cert = NULL;
+    if (ssh_pki_import_privkey_file(argv[4], NULL, NULL, NULL, &priv) != SSH_OK ||
+        ssh_pki_import_cert_file(argv[5], &cert) != SSH_OK ||
+        ssh_pki_copy_cert_to_privkey(cert, priv) != SSH_OK) {
+        return fail("key or certificate", s);
+    }
+    if (ssh_userauth_publickey(s, NULL, priv) != SSH_AUTH_SUCCESS) {
+        return fail("authentication", s);
+    }
+    ssh_channel ch = ssh_channel_new(s);
+    struct result res = {-1, ""};
+    struct ssh_channel_callbacks_struct cb;
+    memset(&cb, 0, sizeof cb);
+    cb.userdata = &res;
+    cb.channel_exit_status_function = on_exit_status;
+    cb.channel_exit_signal_function = on_exit_signal;
+    ssh_callbacks_init(&cb);
+    if (ch == NULL || ssh_set_channel_callbacks(ch, &cb) != SSH_OK ||
+        ssh_channel_open_session(ch) != SSH_OK || ssh_channel_request_exec(ch, argv[7]) != SSH_OK) {
+        return fail("session", s);
+    }
+    char out[4096];
+    size_t n = 0;
+    bool signalled = false;
+    for (int i = 0; i < 200; i++) { /* bounded: 200 reads of at most 10 s each */
+        int r = ssh_channel_read_timeout(ch, out + n, (uint32_t)(sizeof out - 1 - n), 0, 10000);
+        if (r < 0) {
+            return fail("read", s);
+        }
+        n += (size_t)r;
+        out[n] = '\0';
+        if (!signalled && strchr(out, '\n') != NULL) {
+            if (ssh_channel_request_send_signal(ch, argv[8]) != SSH_OK) {
+                return fail("signal", s);
+            }
+            signalled = true;
+        }
+        if (r == 0 && ssh_channel_is_eof(ch)) {
+            break;
+        }
+    }
+    /* Let the exit request and CLOSE arrive: reads return at once after EOF, but this
+     * processes packets until the exit status or CLOSE (libssh 0.10). */
+    (void)ssh_channel_get_exit_status(ch);
+    fputs(out, stdout);
+    if (res.signal[0] != '\0') {
+        printf("exit-signal %s\n", res.signal);
+    } else {
+        printf("exit-status %d\n", res.status);
+    }
+    ssh_channel_free(ch);
+    ssh_key_free(priv);
+    ssh_key_free(cert);
+    ssh_key_free(want);
+    ssh_key_free(got);
+    ssh_disconnect(s);
+    ssh_free(s);
+    return signalled ? 0 : 1;
+}
