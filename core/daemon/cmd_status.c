@@ -56,6 +56,25 @@ static const char *str_or_dash(json_t *o, const char *k)
     return v != NULL && v[0] != '\0' ? v : "-";
 }
 
+/* One line for the "nat"."portmap" object: "off", the announced mapping, or why there is
+ * none. */
+static void print_portmap(json_t *pm)
+{
+    const char *mode = json_string_value(json_object_get(pm, "mode"));
+    if (mode == NULL) {
+        return;
+    }
+    if (strcmp(mode, "off") == 0) {
+        printf("%-13s off\n", "portmap");
+    } else if (json_is_true(json_object_get(pm, "mapped"))) {
+        printf("%-13s %s %s (router says %s, lease %" JSON_INTEGER_FORMAT " s)\n", "portmap",
+               str_or_dash(pm, "method"), str_or_dash(pm, "announced"), str_or_dash(pm, "external"),
+               json_integer_value(json_object_get(pm, "lease_s")));
+    } else {
+        printf("%-13s %s: no mapping (%s)\n", "portmap", mode, str_or_dash(pm, "error"));
+    }
+}
+
 static int print_peers(json_t *reply, bool json)
 {
     json_t *peers = json_object_get(reply, "peers");
@@ -176,6 +195,7 @@ static int status_or_peers(int argc, char **argv, const char *name, const char *
     json_object_foreach (reply, k, v) {
         print_value(k, v);
     }
+    print_portmap(json_object_get(json_object_get(reply, "nat"), "portmap"));
     json_decref(reply);
     return KM_EXIT_OK;
 }

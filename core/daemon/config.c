@@ -68,6 +68,10 @@ enum single {
     S_PUB_TSIG_SECRET_FILE,
     S_PUB_TTL,
     S_PUB_TCP,
+    S_NAT_PORTMAP,
+    S_NAT_LEASE,
+    S_NAT_RETRY,
+    S_NAT_EXT_ADDR,
     S_N
 };
 
@@ -726,6 +730,45 @@ static int set_single(struct parse *p, enum single s, const char *section, const
         return set_bool(&c->allow_unknown, section, key, value, err, errsz);
     case S_MDNS_ENABLED:
         return set_bool(&c->mdns_enabled, section, key, value, err, errsz);
+    case S_NAT_PORTMAP: {
+        bool on;
+        if (strcasecmp(value, "upnp") == 0) {
+            c->nat_portmap = KM_PORTMAP_UPNP;
+        } else if (strcasecmp(value, "natpmp") == 0) {
+            c->nat_portmap = KM_PORTMAP_NATPMP;
+        } else if (km_conf_bool(value, &on) == 0) {
+            c->nat_portmap = on ? KM_PORTMAP_ANY : KM_PORTMAP_OFF;
+        } else {
+            return bad_value(err, errsz, section, key, value, "on, off, upnp or natpmp");
+        }
+        return 0;
+    }
+    case S_NAT_LEASE: {
+        uint64_t ms;
+        if (km_conf_duration_ms(value, &ms) != 0 || ms < KM_PORTMAP_LEASE_MIN_S * 1000u ||
+            ms > KM_PORTMAP_LEASE_MAX_S * 1000u) {
+            return bad_value(err, errsz, section, key, value, "a duration from 2m to 1d (like 1h)");
+        }
+        c->nat_portmap_lease_s = (uint32_t)(ms / 1000);
+        return 0;
+    }
+    case S_NAT_RETRY: {
+        uint64_t ms;
+        if (km_conf_duration_ms(value, &ms) != 0 || ms < 1000 || ms > KM_PORTMAP_RETRY_MAX_MS) {
+            return bad_value(err, errsz, section, key, value,
+                             "a duration from 1s to 10m (like 30s)");
+        }
+        c->nat_portmap_retry_ms = (uint32_t)ms;
+        return 0;
+    }
+    case S_NAT_EXT_ADDR: {
+        struct in_addr a;
+        if (strlen(value) >= sizeof c->nat_external_address || inet_pton(AF_INET, value, &a) != 1) {
+            return bad_value(err, errsz, section, key, value, "an IPv4 address");
+        }
+        memcpy(c->nat_external_address, value, strlen(value) + 1);
+        return 0;
+    }
     case S_MDNS_IFACES: {
         /* Names separated by commas or blanks (IFNAMSIZ is 16 with the NUL). */
         c->n_mdns_ifaces = 0;
@@ -866,10 +909,14 @@ static const struct {
     {"publish", "tsig_secret_file", S_PUB_TSIG_SECRET_FILE},
     {"publish", "ttl", S_PUB_TTL},
     {"publish", "tcp", S_PUB_TCP},
+    {"nat", "portmap", S_NAT_PORTMAP},
+    {"nat", "portmap_lease", S_NAT_LEASE},
+    {"nat", "portmap_retry", S_NAT_RETRY},
+    {"nat", "external_address", S_NAT_EXT_ADDR},
 };
 
 static const char *const sections[] = {"node", "log", "control", "mesh",    "egress", "socks5",
-                                       "http", "dns", "mdns",    "publish", "aliases"};
+                                       "http", "dns", "mdns",    "publish", "nat",    "aliases"};
 
 static bool is_peer_section(const char *section)
 {
@@ -896,7 +943,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http, dns, mdns, publish or aliases)",
+        "http, dns, mdns, publish, nat or aliases)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -1111,6 +1158,9 @@ void km_config_defaults(struct km_config *c)
     c->publish_enabled = false;
     memcpy(c->publish_tsig_algorithm, "hmac-sha256", sizeof "hmac-sha256");
     c->publish_ttl_s = 60;
+    c->nat_portmap = KM_PORTMAP_ANY;
+    c->nat_portmap_lease_s = 3600;
+    c->nat_portmap_retry_ms = KM_PORTMAP_RETRY_MIN_MS;
 }
 
 static void parse_init(struct parse *p, struct km_config *c)

@@ -10,6 +10,7 @@
 #include "core/conf.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "discovery/portmap.h"
 #include "identity/derive.h"
 #include "identity/key.h"
 
@@ -114,6 +115,13 @@ struct km_config {
     char publish_tsig_secret_file[KM_CONFIG_PATH_MAX]; /* relative: under the state dir */
     uint32_t publish_ttl_s;
     bool publish_tcp;
+    /* [nat]: port mapping (docs/NAT.md) */
+    enum km_portmap_mode nat_portmap; /* `portmap = on|off|upnp|natpmp`, default on */
+    uint32_t nat_portmap_lease_s;     /* `portmap_lease`, default 1h (2m..1d) */
+    uint32_t nat_portmap_retry_ms;    /* `portmap_retry`: first retry after a failure, doubling
+                                         up to 10 min; default 30s (1s..10m) */
+    char nat_external_address[16];    /* `external_address`: IPv4 announced instead of what
+                                         the router reports; "" = the router's */
     /* [aliases] */
     struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
     size_t n_aliases;

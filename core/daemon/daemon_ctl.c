@@ -119,6 +119,31 @@ static json_t *discovery_json(const struct km_daemon *d)
                      "gossip_accepted", (json_int_t)s.gossip_accepted);
 }
 
+/* The "nat" object of status: port mapping (docs/CLI.md). */
+static json_t *nat_json(const struct km_daemon *d)
+{
+    struct km_discover_stats s = {0};
+    if (d->disc != NULL) {
+        km_discover_stats(d->disc, &s);
+    }
+    char ext[KM_ADDR_STRLEN] = "";
+    char ann[KM_ADDR_STRLEN] = "";
+    if (s.portmap.mapped) {
+        (void)km_addr_str((const struct sockaddr *)&s.portmap.external, ext, sizeof ext);
+    }
+    if (s.n_mapped > 0) {
+        (void)km_addr_str((const struct sockaddr *)&s.mapped.addr, ann, sizeof ann);
+    }
+    json_t *pm = json_pack(
+        "{s:s, s:b, s:s, s:s?, s:s?, s:I, s:I, s:I, s:s?}", "mode",
+        km_portmap_mode_name(s.portmap_mode), "mapped", s.portmap.mapped, "method",
+        km_portmap_method_name(s.portmap.method), "external", ext[0] != '\0' ? ext : NULL,
+        "announced", ann[0] != '\0' ? ann : NULL, "lease_s", (json_int_t)s.portmap.lease_s,
+        "attempts", (json_int_t)s.portmap.attempts, "failures", (json_int_t)s.portmap.failures,
+        "error", s.portmap.error != NULL && s.portmap.error[0] != '\0' ? s.portmap.error : NULL);
+    return json_pack("{s:o}", "portmap", pm != NULL ? pm : json_null());
+}
+
 static json_t *status_json(const struct km_daemon *d)
 {
     KM_DEBUG("status: %zu bytes queued on sockets", km_uvstream_total_queued());
@@ -127,7 +152,7 @@ static json_t *status_json(const struct km_daemon *d)
     km_prefix_str(c->prefix, prefix);
     return json_pack(
         "{s:s, s:s, s:s, s:s, s:s, s:I, s:I, s:s, s:s?, s:s, s:I, s:o, s:o, s:o, s:I, s:I, s:o, "
-        "s:o}",
+        "s:o, s:o}",
         "version", KM_VERSION, "node_id", d->node_id, "fqdn", d->fqdn, "vip", d->vip, "prefix",
         prefix, "pid", (json_int_t)getpid(), "uptime_s", (json_int_t)(time(NULL) - d->started),
         "state_dir", d->opts->dir, "config", d->config_loaded ? d->opts->config_path : NULL,
@@ -136,7 +161,8 @@ static json_t *status_json(const struct km_daemon *d)
         addr_list(c->socks5_listen, c->n_socks5_listen, c->socks5_enabled), "http_listen",
         addr_list(c->http_listen, c->n_http_listen, c->http_enabled), "sessions",
         (json_int_t)(d->ssh != NULL ? km_ssh_node_sessions(d->ssh) : 0), "streams",
-        (json_int_t)km_relay_count(), "peers", peers_json(d), "dns", discovery_json(d));
+        (json_int_t)km_relay_count(), "peers", peers_json(d), "dns", discovery_json(d), "nat",
+        nat_json(d));
 }
 
 static json_t *cmd_connect(struct km_daemon *d, const json_t *req, struct km_ctl_conn *conn);

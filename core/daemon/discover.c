@@ -19,6 +19,7 @@
 #include "discovery/dnsupdate.h"
 #include "discovery/mdns.h"
 #include "discovery/peers.h"
+#include "discovery/portmap.h"
 #include "identity/derive.h"
 #include "proto/mesh.h"
 
@@ -85,6 +86,10 @@ struct km_discover {
     size_t n_nets;
     uint64_t nets_at_ms;
     bool nets_valid;
+    struct km_portmap *pm; /* NULL when [nat] portmap is off */
+    struct km_portmap_state pm_st;
+    bool pm_failure_logged; /* a failure was logged since the last success */
+    bool pm_started;        /* km_discover_start_portmap was called */
 };
 
 /* ---- this machine's networks ---- */
@@ -208,6 +213,25 @@ static void load_config(struct km_discover *d)
     }
 }
 
+/* The public address and port the router maps to the mesh port, as a path (0 or 1). */
+static size_t mapped_path(const struct km_discover *d, struct km_path *out, size_t max)
+{
+    if (d->pm == NULL || !d->pm_st.mapped || max == 0) {
+        return 0;
+    }
+    memset(out, 0, sizeof *out);
+    struct sockaddr_in *in = (struct sockaddr_in *)&out->addr;
+    *in = d->pm_st.external;
+    /* A router that reports a wrong public address (e.g. behind another NAT that forwards
+     * the port) is corrected by [nat] external_address; the mapped port stays the router's. */
+    if (d->cfg->nat_external_address[0] != '\0') {
+        (void)inet_pton(AF_INET, d->cfg->nat_external_address, &in->sin_addr);
+    }
+    out->kind = KM_PATH_MAPPED;
+    out->source = KM_PATH_SRC_SELF;
+    return 1;
+}
+
 /* This node's own paths: its mesh listeners, or every interface address for a wildcard. */
 static size_t self_paths(struct km_discover *d, struct km_path *out, size_t max)
 {
@@ -260,6 +284,7 @@ static size_t self_paths(struct km_discover *d, struct km_path *out, size_t max)
             n++;
         }
     }
+    n += mapped_path(d, out + n, max - n);
     return n;
 }
 
@@ -744,6 +769,74 @@ static void refresh_own_record(struct km_discover *d)
     }
 }
 
+/* ---- port mapping (docs/NAT.md) ---- */
+
+static void on_portmap(void *arg, const struct km_portmap_state *st)
+{
+    struct km_discover *d = arg;
+    bool was = d->pm_st.mapped;
+    struct sockaddr_in old = d->pm_st.external;
+    d->pm_st = *st;
+    char a[KM_ADDR_STRLEN];
+    if (st->mapped) {
+        d->pm_failure_logged = false;
+        if (!was || memcmp(&old, &st->external, sizeof old) != 0) {
+            KM_INFO("portmap: %s maps %s to mesh port %u (lease %u s)",
+                    km_portmap_method_name(st->method),
+                    km_addr_str((const struct sockaddr *)&st->external, a, sizeof a),
+                    d->cfg->mesh_listen[0].port, st->lease_s);
+        }
+    } else if (!d->pm_failure_logged) {
+        /* The first failure since start or since the last success, once; the retries (and a
+         * router whose answers change from one to the next) go to the debug log. */
+        d->pm_failure_logged = true;
+        KM_INFO("portmap: %s%s; retrying in the background", was ? "mapping lost: " : "",
+                st->error);
+    } else {
+        KM_DEBUG("portmap: attempt %llu failed: %s", (unsigned long long)st->attempts, st->error);
+    }
+    if (was != st->mapped || memcmp(&old, &st->external, sizeof old) != 0) {
+        refresh_own_record(d); /* the mapped path appeared, moved or went */
+    }
+}
+
+static void portmap_start(struct km_discover *d)
+{
+    const struct km_config *c = d->cfg;
+    if (c->nat_portmap == KM_PORTMAP_OFF || c->n_mesh_listen == 0 || d->stopping) {
+        return;
+    }
+    struct km_portmap_opts o;
+    km_portmap_opts_default(&o);
+    o.mode = c->nat_portmap;
+    o.port = c->mesh_listen[0].port;
+    o.lease_s = c->nat_portmap_lease_s;
+    o.retry_min_ms = c->nat_portmap_retry_ms;
+    memset(&d->pm_st, 0, sizeof d->pm_st);
+    d->pm_failure_logged = false;
+    int r = km_portmap_new(d->loop, &o, on_portmap, d, &d->pm);
+    if (r != 0) {
+        KM_WARN_R(r, "portmap: cannot start");
+        d->pm = NULL;
+        return;
+    }
+    KM_DEBUG("portmap: asking the router for port %u (%s)", o.port, km_portmap_mode_name(o.mode));
+}
+
+static void portmap_stop(struct km_discover *d)
+{
+    km_portmap_close(d->pm); /* deletes a held mapping, then frees itself */
+    d->pm = NULL;
+    memset(&d->pm_st, 0, sizeof d->pm_st);
+}
+
+int km_discover_start_portmap(struct km_discover *d)
+{
+    d->pm_started = true;
+    portmap_start(d);
+    return 0;
+}
+
 static void on_own_timer(uv_timer_t *t)
 {
     refresh_own_record(t->data);
@@ -844,7 +937,16 @@ int km_discover_start_publish(struct km_discover *d, const char *state_dir)
 
 void km_discover_set_config(struct km_discover *d, const struct km_config *cfg)
 {
+    bool restart_pm = d->pm_started && (cfg->nat_portmap != d->cfg->nat_portmap ||
+                                        cfg->nat_portmap_lease_s != d->cfg->nat_portmap_lease_s ||
+                                        cfg->nat_portmap_retry_ms != d->cfg->nat_portmap_retry_ms ||
+                                        (cfg->n_mesh_listen > 0 && d->cfg->n_mesh_listen > 0 &&
+                                         cfg->mesh_listen[0].port != d->cfg->mesh_listen[0].port));
     d->cfg = cfg;
+    if (restart_pm) {
+        portmap_stop(d);
+        portmap_start(d);
+    }
     d->nets_valid = false; /* [vpn] interfaces may have changed what a path's kind is */
     load_config(d);
     refresh_own_record(d);
@@ -918,6 +1020,12 @@ void km_discover_stats(const struct km_discover *d, struct km_discover_stats *ou
         out->publish_failed = us.failed;
         out->publish_last = km_dnsupdate_result_name(us.last);
     }
+    out->portmap_mode = d->cfg->nat_portmap;
+    out->portmap_on = d->pm != NULL;
+    if (d->pm != NULL) {
+        km_portmap_get(d->pm, &out->portmap);
+    }
+    out->n_mapped = mapped_path(d, &out->mapped, 1);
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -951,6 +1059,7 @@ static void on_pub_timeout(uv_timer_t *t)
 void km_discover_stop(struct km_discover *d)
 {
     d->stopping = true;
+    portmap_stop(d);
     if (d->own_timer_init && !uv_is_closing((uv_handle_t *)&d->own_timer)) {
         uv_close((uv_handle_t *)&d->own_timer, on_timer_closed);
     }
