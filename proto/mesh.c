@@ -1,11 +1,15 @@
 #include "proto/mesh.h"
 
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/addr.h"
 #include "core/log.h"
+#include "core/relay.h"
+#include "core/uvstream.h"
 #include "identity/derive.h"
 
 #define SWEEP_MS 250
@@ -41,7 +45,10 @@ struct peer {
     uint64_t next_dial_ms;
     unsigned backoff_ms;
     int last_err;
-    unsigned issued; /* opens outstanding on conn */
+    unsigned issued;               /* opens outstanding on conn */
+    struct km_mesh_req *relay_req; /* a stream to a gateway being opened for a relayed dial */
+    size_t relay_idx;              /* next entry of target.relays to try */
+    bool relayed;                  /* conn runs through a gateway */
     char addr[64];
     char id[13];
     struct peer *next;
@@ -136,6 +143,8 @@ static void issue_waiting(struct km_mesh *m, struct peer *p)
 /* ---- dialling ---- */
 
 static void dial_next(struct km_mesh *m, struct peer *p);
+static bool start_relay(struct km_mesh *m, struct peer *p);
+static void on_dialled(struct km_ssh_conn *c, int err, void *arg);
 
 static void dial_failed(struct km_mesh *m, struct peer *p)
 {
@@ -182,7 +191,16 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
             p->conn = c;
             p->backoff_ms = 0;
             p->fatal = false;
-            km_addr_str((const struct sockaddr *)&p->target.addrs[idx], p->addr, sizeof p->addr);
+            p->relayed = idx >= p->target.n_addrs;
+            if (!p->relayed) {
+                km_addr_str((const struct sockaddr *)&p->target.addrs[idx], p->addr,
+                            sizeof p->addr);
+            } else {
+                size_t g = p->relay_idx > 0 ? p->relay_idx - 1 : 0;
+                char gid[KM_NODE_ID_LEN + 1];
+                km_node_id(&p->target.relays[g], gid);
+                snprintf(p->addr, sizeof p->addr, "relay:%.12s...", gid);
+            }
         }
         issue_waiting(m, p);
         return;
@@ -194,6 +212,77 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
     if (p->n_dials == 0) {
         dial_next(m, p); /* no stagger after a failure: try the next address now */
     }
+}
+
+/* ---- relayed dials (docs/NAT.md) ---- */
+
+static void on_relay_open(void *arg, int err, struct km_stream *s)
+{
+    struct peer *p = arg;
+    struct km_mesh *m = p->mesh;
+    p->relay_req = NULL;
+    if (err == 0 && p->conn == NULL) {
+        /* The gateway spliced us to the peer's registered session. An SSH session of our own
+         * runs inside: libssh wants a socket, so one end of a socketpair goes to it and the
+         * other is spliced to the stream (the fd is closed with its libuv handle). */
+        int sv[2];
+        struct km_stream *fs = NULL;
+        int r = socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv);
+        if (r != 0) {
+            r = -errno;
+            km_stream_close(s);
+        } else if ((r = km_uvstream_open_fds(m->loop, sv[0], sv[0], &fs)) != 0) {
+            close(sv[0]);
+            close(sv[1]);
+            km_stream_close(s);
+        } else if ((r = km_relay_start(s, fs, NULL, 0, NULL, NULL)) != 0) {
+            close(sv[1]); /* the relay closed both streams */
+        }
+        if (r == 0) {
+            size_t g = p->relay_idx - 1;
+            char gid[KM_NODE_ID_LEN + 1];
+            km_node_id(&p->target.relays[g], gid);
+            char label[64];
+            snprintf(label, sizeof label, "%.12s... (relay via %.12s...)", p->id, gid);
+            struct km_ssh_conn *c;
+            r = km_ssh_dial_fd(m->node, sv[1], label, &p->key, p->target.user, on_dialled, p, &c);
+            if (r == 0) {
+                p->dials[p->n_dials] = c;
+                p->dial_addr[p->n_dials] = SIZE_MAX;
+                p->n_dials++;
+                p->last_dial_ms = now_ms(m);
+                return;
+            }
+        }
+        err = r;
+    } else if (err == 0) {
+        km_stream_close(s); /* a direct session won meanwhile */
+        return;
+    }
+    p->last_err = err;
+    KM_DEBUG("mesh peer %s...: relay %zu failed: %s", p->id, p->relay_idx, km_strerror(err));
+    dial_next(m, p); /* the next gateway, or give up */
+}
+
+/* Ask the next gateway of the target for a stream to the peer. Returns true when one is
+ * being opened. */
+static bool start_relay(struct km_mesh *m, struct peer *p)
+{
+    while (p->relay_idx < p->target.n_relays && !p->fatal && !m->closing) {
+        const struct km_pubkey *gw = &p->target.relays[p->relay_idx++];
+        if (km_pubkey_equal(gw, &p->key)) {
+            continue; /* a peer cannot be its own way in */
+        }
+        char id[KM_NODE_ID_LEN + 1];
+        km_node_id(&p->key, id);
+        char host[KM_NODE_ID_LEN + sizeof KM_MESH_RELAY_SUFFIX];
+        snprintf(host, sizeof host, "%s%s", id, KM_MESH_RELAY_SUFFIX);
+        if (km_mesh_open(m, gw, host, 1, on_relay_open, p, &p->relay_req) == 0) {
+            return true;
+        }
+        p->relay_req = NULL;
+    }
+    return false;
 }
 
 /* Start one more handshake with the next address; fail the waiting requests when none is
@@ -215,18 +304,21 @@ static void dial_next(struct km_mesh *m, struct peer *p)
         p->last_err = r;
         report(m, p, idx, false);
     }
-    if (p->n_dials == 0) {
+    if (p->n_dials == 0 && p->relay_req == NULL && start_relay(m, p)) {
+        return;
+    }
+    if (p->n_dials == 0 && p->relay_req == NULL) {
         dial_failed(m, p);
     }
 }
 
 static void start_dial(struct km_mesh *m, struct peer *p)
 {
-    if (p->n_dials > 0 || p->conn != NULL || m->closing) {
+    if (p->n_dials > 0 || p->conn != NULL || p->relay_req != NULL || m->closing) {
         return;
     }
     int r = m->lookup(m->lookup_arg, &p->key, &p->target);
-    if (r != 0 || p->target.n_addrs == 0) {
+    if (r != 0 || (p->target.n_addrs == 0 && p->target.n_relays == 0)) {
         p->last_err = KM_ERR_NOT_FOUND;
         fail_waiting(p, m, KM_ERR_UNREACHABLE);
         return;
@@ -235,6 +327,7 @@ static void start_dial(struct km_mesh *m, struct peer *p)
         snprintf(p->target.user, sizeof p->target.user, "keymesh");
     }
     p->addr_idx = 0;
+    p->relay_idx = 0;
     p->fatal = false;
     dial_next(m, p);
 }
@@ -306,7 +399,8 @@ static void on_sweep(uv_timer_t *t)
             p->conn = NULL;
         }
         /* Forget peers with nothing going on, once any backoff has passed. */
-        if (p->conn == NULL && p->n_dials == 0 && p->waiting == NULL && now >= p->next_dial_ms) {
+        if (p->conn == NULL && p->n_dials == 0 && p->relay_req == NULL && p->waiting == NULL &&
+            now >= p->next_dial_ms) {
             *pp = p->next;
             free(p);
             continue;
@@ -352,11 +446,11 @@ int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, const char *ho
     if (p == NULL) {
         return -ENOMEM;
     }
-    if (p->conn == NULL && p->n_dials == 0) {
+    if (p->conn == NULL && p->n_dials == 0 && p->relay_req == NULL) {
         /* Fail at once for a peer nobody knows an address of. */
         struct km_mesh_target t;
         memset(&t, 0, sizeof t);
-        if (m->lookup(m->lookup_arg, peer, &t) != 0 || t.n_addrs == 0) {
+        if (m->lookup(m->lookup_arg, peer, &t) != 0 || (t.n_addrs == 0 && t.n_relays == 0)) {
             return KM_ERR_NOT_FOUND;
         }
     }
@@ -376,7 +470,8 @@ int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, const char *ho
         return 0;
     }
     uint64_t now = now_ms(m);
-    if (p->n_dials == 0 && now < p->next_dial_ms && p->next_dial_ms >= r->deadline_ms) {
+    if (p->n_dials == 0 && p->relay_req == NULL && now < p->next_dial_ms &&
+        p->next_dial_ms >= r->deadline_ms) {
         /* In a backoff longer than the request may wait: say so at once. */
         fail_later(m, r, KM_ERR_UNREACHABLE);
         return 0;
@@ -430,6 +525,7 @@ void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c)
     }
     p->conn = c;
     p->backoff_ms = 0;
+    p->relayed = false;
     snprintf(p->addr, sizeof p->addr, "%s", "(accepted)");
     if (p->n_dials == 0) {
         issue_waiting(m, p);
@@ -460,11 +556,12 @@ void km_mesh_foreach(const struct km_mesh *m, km_mesh_peer_cb cb, void *arg)
             .cipher = p->conn != NULL ? km_ssh_conn_cipher(p->conn) : "",
             .streams = p->conn != NULL ? km_ssh_conn_channels(p->conn) : 0,
             .last_err = p->last_err,
+            .relayed = p->conn != NULL && p->relayed,
         };
-        i.state = p->conn != NULL         ? "connected"
-                  : p->n_dials > 0        ? "dialing"
-                  : now < p->next_dial_ms ? "backoff"
-                                          : "idle";
+        i.state = p->conn != NULL                          ? "connected"
+                  : p->n_dials > 0 || p->relay_req != NULL ? "dialing"
+                  : now < p->next_dial_ms                  ? "backoff"
+                                                           : "idle";
         cb(arg, &i);
     }
 }
@@ -483,6 +580,11 @@ void km_mesh_close(struct km_mesh *m)
         return;
     }
     m->closing = true;
+    /* Relayed dials wait on another peer's requests: drop them before any peer is freed. */
+    for (struct peer *p = m->peers; p != NULL; p = p->next) {
+        km_mesh_cancel(p->relay_req);
+        p->relay_req = NULL;
+    }
     while (m->peers != NULL) {
         struct peer *p = m->peers;
         m->peers = p->next;

@@ -72,13 +72,16 @@ enum single {
     S_NAT_LEASE,
     S_NAT_RETRY,
     S_NAT_EXT_ADDR,
+    S_GW_ENABLED,
+    S_GW_MAX_STREAMS,
+    S_GW_MAX_BYTES,
     S_N
 };
 
 /* Single-valued keys of a [peer NAME] section. */
-enum pkey { P_NODE, P_USER, P_ALLOW, P_EXIT, P_N };
+enum pkey { P_NODE, P_USER, P_ALLOW, P_EXIT, P_RELAY, P_N };
 
-static const char *const pkey_name[P_N] = {"node", "user", "allow", "exit"};
+static const char *const pkey_name[P_N] = {"node", "user", "allow", "exit", "relay"};
 
 struct parse {
     struct km_config *c;
@@ -631,6 +634,8 @@ static int peer_key(struct parse *p, const char *section, const char *key, const
         return set_bool(&peer->allow, section, key, value, err, errsz);
     case P_EXIT:
         return set_bool(&peer->exit, section, key, value, err, errsz);
+    case P_RELAY:
+        return set_bool(&peer->relay, section, key, value, err, errsz);
     case P_N:
     default:
         break;
@@ -761,6 +766,15 @@ static int set_single(struct parse *p, enum single s, const char *section, const
         c->nat_portmap_retry_ms = (uint32_t)ms;
         return 0;
     }
+    case S_GW_ENABLED:
+        return set_bool(&c->gateway_enabled, section, key, value, err, errsz);
+    case S_GW_MAX_STREAMS:
+        return set_count(&c->gateway_max_streams, section, key, value, err, errsz);
+    case S_GW_MAX_BYTES:
+        if (km_conf_size(value, &c->gateway_max_bytes) != 0) {
+            return bad_value(err, errsz, section, key, value, "a size (like 10G; 0 = no limit)");
+        }
+        return 0;
     case S_NAT_EXT_ADDR: {
         struct in_addr a;
         if (strlen(value) >= sizeof c->nat_external_address || inet_pton(AF_INET, value, &a) != 1) {
@@ -913,10 +927,14 @@ static const struct {
     {"nat", "portmap_lease", S_NAT_LEASE},
     {"nat", "portmap_retry", S_NAT_RETRY},
     {"nat", "external_address", S_NAT_EXT_ADDR},
+    {"gateway", "enabled", S_GW_ENABLED},
+    {"gateway", "max_streams", S_GW_MAX_STREAMS},
+    {"gateway", "max_bytes", S_GW_MAX_BYTES},
 };
 
-static const char *const sections[] = {"node", "log", "control", "mesh",    "egress", "socks5",
-                                       "http", "dns", "mdns",    "publish", "nat",    "aliases"};
+static const char *const sections[] = {"node",   "log",     "control", "mesh", "egress",
+                                       "socks5", "http",    "dns",     "mdns", "publish",
+                                       "nat",    "gateway", "aliases"};
 
 static bool is_peer_section(const char *section)
 {
@@ -943,7 +961,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http, dns, mdns, publish, nat or aliases)",
+        "http, dns, mdns, publish, nat, gateway or aliases)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -968,6 +986,22 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
         if (strcmp(section, lsec_name[s]) == 0 && strcmp(key, "listen") == 0) {
             return add_listen(p, (enum lsec)s, value, line, err, errsz);
         }
+    }
+    if (strcmp(section, "nat") == 0 && strcmp(key, "gateway") == 0) {
+        struct km_config *c = p->c;
+        if (c->n_nat_gateways >= KM_CONFIG_MAX_GATEWAYS) {
+            msg(err, errsz, "[nat] gateway: too many gateways (max %d)", KM_CONFIG_MAX_GATEWAYS);
+            return KM_ERR_CONFIG;
+        }
+        struct km_pubkey k;
+        if (km_node_id_parse(value, strlen(value), &k) != 0 &&
+            (!is_label(value) || strlen(value) >= sizeof c->nat_gateways[0])) {
+            return bad_value(err, errsz, section, key, value,
+                             "a node ID or the name of a [peer NAME] section");
+        }
+        memcpy(c->nat_gateways[c->n_nat_gateways], value, strlen(value) + 1);
+        lower(c->nat_gateways[c->n_nat_gateways++]);
+        return 0;
     }
     if (strcmp(section, "mesh") == 0 && strcmp(key, "expose") == 0) {
         return add_ports(p->c->mesh_expose, &p->c->n_mesh_expose, section, key, value, err, errsz);
@@ -1161,6 +1195,8 @@ void km_config_defaults(struct km_config *c)
     c->nat_portmap = KM_PORTMAP_ANY;
     c->nat_portmap_lease_s = 3600;
     c->nat_portmap_retry_ms = KM_PORTMAP_RETRY_MIN_MS;
+    c->gateway_max_streams = 64;
+    c->gateway_max_bytes = 0;
 }
 
 static void parse_init(struct parse *p, struct km_config *c)

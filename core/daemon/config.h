@@ -22,6 +22,7 @@
 #define KM_CONFIG_MAX_PEERS 64
 #define KM_CONFIG_MAX_PEER_ADDRS 8
 #define KM_CONFIG_MAX_PORTS 32
+#define KM_CONFIG_MAX_GATEWAYS 4
 
 enum km_cipher_pref {
     KM_CIPHER_AUTO = 0, /* AES-GCM when the CPU has AES instructions, else ChaCha20 */
@@ -46,6 +47,7 @@ struct km_config_peer {
     size_t n_expose;
     bool allow; /* `allow =`, may log in here; default true */
     bool exit;  /* `exit =`, may use this node as an egress exit; default false */
+    bool relay; /* `relay =`, may register with this node as its gateway; default false */
 };
 
 struct km_config_alias {
@@ -122,6 +124,14 @@ struct km_config {
                                          up to 10 min; default 30s (1s..10m) */
     char nat_external_address[16];    /* `external_address`: IPv4 announced instead of what
                                          the router reports; "" = the router's */
+    char nat_gateways[KM_CONFIG_MAX_GATEWAYS][64]; /* `gateway =`, repeatable: [peer NAME]
+                                                      labels or node IDs, resolved at use */
+    size_t n_nat_gateways;
+    /* [gateway]: relaying for registered nodes (docs/NAT.md) */
+    bool gateway_enabled;         /* `enabled`, default false */
+    uint64_t gateway_max_streams; /* `max_streams`: relayed streams at once per node, 64 */
+    uint64_t gateway_max_bytes;   /* `max_bytes`: relayed bytes per node (counted as streams
+                                     end); 0 = no limit (default) */
     /* [aliases] */
     struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
     size_t n_aliases;

@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include "core/daemon/daemon_int.h"
+#include "core/daemon/gateway.h"
 #include "core/addr.h"
 #include "core/log.h"
 #include "core/relay.h"
@@ -75,6 +76,9 @@ static void add_mesh_peer(void *arg, const struct km_mesh_peer_info *info)
     }
     json_object_set_new(p, "state", json_string(info->state));
     json_object_set_new(p, "address", json_string(info->addr));
+    if (strcmp(info->state, "connected") == 0) {
+        json_object_set_new(p, "path", json_string(info->relayed ? "relay" : "direct"));
+    }
     json_object_set_new(p, "streams", json_integer(info->streams));
     if (info->cipher[0] != '\0') {
         json_object_set_new(p, "cipher", json_string(info->cipher));
@@ -141,7 +145,23 @@ static json_t *nat_json(const struct km_daemon *d)
         "announced", ann[0] != '\0' ? ann : NULL, "lease_s", (json_int_t)s.portmap.lease_s,
         "attempts", (json_int_t)s.portmap.attempts, "failures", (json_int_t)s.portmap.failures,
         "error", s.portmap.error != NULL && s.portmap.error[0] != '\0' ? s.portmap.error : NULL);
-    return json_pack("{s:o}", "portmap", pm != NULL ? pm : json_null());
+    struct km_gateway_stats g;
+    memset(&g, 0, sizeof g);
+    if (d->disc != NULL) {
+        km_discover_gateway_stats(d->disc, &g);
+    }
+    char refl[KM_ADDR_STRLEN] = "";
+    if (g.has_reflexive) {
+        (void)km_addr_str((const struct sockaddr *)&g.reflexive, refl, sizeof refl);
+    }
+    json_t *gw = json_pack("{s:b, s:I, s:I, s:I, s:I, s:I}", "enabled", d->cfg->gateway_enabled,
+                           "nodes", (json_int_t)g.nodes, "relayed", (json_int_t)g.relayed,
+                           "relayed_total", (json_int_t)g.relayed_total, "relayed_bytes",
+                           (json_int_t)g.relayed_bytes, "refused", (json_int_t)g.refused);
+    return json_pack("{s:o, s:I, s:I, s:s?, s:o}", "portmap", pm != NULL ? pm : json_null(),
+                     "gateways", (json_int_t)g.gateways, "registered", (json_int_t)g.registered,
+                     "reflexive", refl[0] != '\0' ? refl : NULL, "gateway",
+                     gw != NULL ? gw : json_null());
 }
 
 static json_t *status_json(const struct km_daemon *d)

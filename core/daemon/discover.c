@@ -14,6 +14,7 @@
 #include "core/addr.h"
 #include "core/log.h"
 #include "core/fsutil.h"
+#include "core/daemon/gateway.h"
 #include "discovery/dns.h"
 #include "discovery/announce.h"
 #include "discovery/dnsupdate.h"
@@ -90,6 +91,7 @@ struct km_discover {
     struct km_portmap_state pm_st;
     bool pm_failure_logged; /* a failure was logged since the last success */
     bool pm_started;        /* km_discover_start_portmap was called */
+    struct km_gateway *gw;  /* registrations with gateways, and the gateway role */
 };
 
 /* ---- this machine's networks ---- */
@@ -232,6 +234,25 @@ static size_t mapped_path(const struct km_discover *d, struct km_path *out, size
     return 1;
 }
 
+/* A relay path per gateway this node is registered with: the gateway's address and key. */
+static size_t relay_paths(const struct km_discover *d, struct km_path *out, size_t max)
+{
+    struct km_pubkey keys[KM_CONFIG_MAX_GATEWAYS];
+    struct sockaddr_storage addrs[KM_CONFIG_MAX_GATEWAYS];
+    size_t n = km_gateway_registered(d->gw, keys, addrs, KM_CONFIG_MAX_GATEWAYS);
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < max; i++) {
+        memset(&out[k], 0, sizeof out[k]);
+        out[k].kind = KM_PATH_RELAY;
+        out[k].source = KM_PATH_SRC_SELF;
+        out[k].addr = addrs[i];
+        out[k].via = keys[i];
+        out[k].has_via = true;
+        k++;
+    }
+    return k;
+}
+
 /* This node's own paths: its mesh listeners, or every interface address for a wildcard. */
 static size_t self_paths(struct km_discover *d, struct km_path *out, size_t max)
 {
@@ -285,6 +306,7 @@ static size_t self_paths(struct km_discover *d, struct km_path *out, size_t max)
         }
     }
     n += mapped_path(d, out + n, max - n);
+    n += relay_paths(d, out + n, max - n);
     return n;
 }
 
@@ -830,6 +852,26 @@ static void portmap_stop(struct km_discover *d)
     memset(&d->pm_st, 0, sizeof d->pm_st);
 }
 
+static void on_gateway_changed(void *arg)
+{
+    refresh_own_record(arg); /* a relay path appeared or went */
+}
+
+int km_discover_start_gateway(struct km_discover *d, struct km_ssh_node *node)
+{
+    int r = km_gateway_new(d->loop, d->cfg, d->router, on_gateway_changed, d, &d->gw);
+    if (r != 0) {
+        return r;
+    }
+    km_gateway_start(d->gw, node, km_router_mesh(d->router));
+    return 0;
+}
+
+void km_discover_gateway_stats(const struct km_discover *d, struct km_gateway_stats *out)
+{
+    km_gateway_stats(d->gw, out);
+}
+
 int km_discover_start_portmap(struct km_discover *d)
 {
     d->pm_started = true;
@@ -943,6 +985,9 @@ void km_discover_set_config(struct km_discover *d, const struct km_config *cfg)
                                         (cfg->n_mesh_listen > 0 && d->cfg->n_mesh_listen > 0 &&
                                          cfg->mesh_listen[0].port != d->cfg->mesh_listen[0].port));
     d->cfg = cfg;
+    if (d->gw != NULL) {
+        km_gateway_set_config(d->gw, cfg);
+    }
     if (restart_pm) {
         portmap_stop(d);
         portmap_start(d);
@@ -960,7 +1005,15 @@ int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_t
     size_t n = km_peers_paths(d->peers, peer, uv_now(d->loop), paths, KM_MESH_MAX_ADDRS);
     for (size_t i = 0; i < n; i++) {
         if (paths[i].kind == KM_PATH_RELAY) {
-            continue; /* relays arrive with the NAT work */
+            /* Through the gateway named by its key (docs/NAT.md); each gateway once. */
+            bool dup = !paths[i].has_via || km_pubkey_equal(&paths[i].via, peer);
+            for (size_t k = 0; k < out->n_relays && !dup; k++) {
+                dup = km_pubkey_equal(&out->relays[k], &paths[i].via);
+            }
+            if (!dup && out->n_relays < KM_MESH_MAX_RELAYS) {
+                out->relays[out->n_relays++] = paths[i].via;
+            }
+            continue;
         }
         out->addrs[out->n_addrs++] = paths[i].addr;
     }
@@ -971,7 +1024,7 @@ int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_t
         }
     }
     snprintf(out->user, sizeof out->user, "%s", user);
-    return out->n_addrs > 0 ? 0 : KM_ERR_NOT_FOUND;
+    return out->n_addrs > 0 || out->n_relays > 0 ? 0 : KM_ERR_NOT_FOUND;
 }
 
 void km_discover_report(void *arg, const struct km_pubkey *peer, const struct sockaddr *addr,
@@ -1060,6 +1113,7 @@ void km_discover_stop(struct km_discover *d)
 {
     d->stopping = true;
     portmap_stop(d);
+    km_gateway_stop(d->gw);
     if (d->own_timer_init && !uv_is_closing((uv_handle_t *)&d->own_timer)) {
         uv_close((uv_handle_t *)&d->own_timer, on_timer_closed);
     }
@@ -1092,6 +1146,7 @@ void km_discover_free(struct km_discover *d)
     }
     km_discover_stop(d);
     km_dnsupdate_close(d->pub); /* when the loop was never run to let the removal finish */
+    km_gateway_free(d->gw);
     km_peers_free(d->peers);
     free(d);
 }

@@ -43,6 +43,15 @@ KM_MUST_CHECK int km_discover_start_mdns(struct km_discover *d, const struct km_
  * logged once each and retried in the background; returns 0. */
 KM_MUST_CHECK int km_discover_start_portmap(struct km_discover *d);
 
+/* Register with the configured gateways and take the gateway role when enabled
+ * (core/daemon/gateway.h); node is the SSH node relayed sessions run on. Relay paths of the
+ * registered gateways join this node's signed record. Returns 0 or -ENOMEM. */
+KM_MUST_CHECK int km_discover_start_gateway(struct km_discover *d, struct km_ssh_node *node);
+
+struct km_gateway_stats;
+/* Gateway counters for status (zeros before km_discover_start_gateway). */
+void km_discover_gateway_stats(const struct km_discover *d, struct km_gateway_stats *out);
+
 /* A reloaded configuration: re-seed the configured peer addresses; restart port mapping when
  * its keys or the mesh port changed. */
 void km_discover_set_config(struct km_discover *d, const struct km_config *cfg);

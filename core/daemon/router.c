@@ -54,7 +54,17 @@ struct km_router {
     struct km_egress egress;
     struct km_egress_req *reqs; /* every request in flight, for cancellation at free */
     struct km_router_gossip gossip;
+    struct km_router_nat nat;
 };
+
+/* A reserved gateway-protocol host: "...@keymesh" (never a DNS name). */
+static bool is_nat_host(const char *host)
+{
+    static const char sfx[] = "@keymesh";
+    size_t n = strlen(host);
+    return n >= sizeof sfx - 1 && strcmp(host + n - (sizeof sfx - 1), sfx) == 0 &&
+           strcmp(host, KM_GOSSIP_HOST) != 0;
+}
 
 /* ---- names ---- */
 
@@ -472,6 +482,9 @@ static int hook_allow_direct(void *arg, const struct km_pubkey *peer, const char
         return ((struct km_router *)arg)->gossip.accept != NULL ? 0 : KM_ERR_REFUSED;
     }
     struct km_router *r = arg;
+    if (is_nat_host(host)) {
+        return r->nat.allow != NULL ? r->nat.allow(r->nat.arg, peer, host, port) : KM_ERR_REFUSED;
+    }
     const struct km_config *c = r->cfg;
     const struct km_config_peer *p = find_peer(c, peer);
     if ((p == NULL && !c->allow_unknown) || (p != NULL && !p->allow)) {
@@ -495,6 +508,10 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
         r->gossip.accept(r->gossip.arg, peer, d);
         return;
     }
+    if (is_nat_host(host)) {
+        r->nat.on_direct(r->nat.arg, peer, host, port, d); /* allow checked it is set */
+        return;
+    }
     struct km_egress_req *q = req_new(r, host, port);
     if (q == NULL) {
         km_ssh_direct_reject(d, -ENOMEM);
@@ -504,6 +521,11 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
     if (start_direct(q, is_local_target(r, host)) != 0) {
         finish(q, KM_ERR_NOT_FOUND, NULL);
     }
+}
+
+void km_router_set_nat(struct km_router *r, const struct km_router_nat *n)
+{
+    r->nat = *n;
 }
 
 void km_router_set_gossip(struct km_router *r, const struct km_router_gossip *g)

@@ -47,6 +47,17 @@ struct km_router_gossip {
 };
 void km_router_set_gossip(struct km_router *r, const struct km_router_gossip *g);
 
+/* Who handles the gateway protocol (docs/PROTOCOL.md section 5): every direct-tcpip request
+ * for a reserved host ending in "@keymesh" other than gossip. allow decides (0 or
+ * KM_ERR_REFUSED); on_direct then answers the request. */
+struct km_router_nat {
+    int (*allow)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port);
+    void (*on_direct)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,
+                      struct km_ssh_direct *d);
+    void *arg;
+};
+void km_router_set_nat(struct km_router *r, const struct km_router_nat *n);
+
 /* The mesh set with km_router_set_mesh, or NULL. */
 struct km_mesh *km_router_mesh(const struct km_router *r);
 

@@ -12,7 +12,11 @@
 # reaches B through G, and B connects to A directly at the mapped address (the host key is
 # checked against A's node ID as on every path); the same with NAT-PMP; a clean shutdown
 # deletes the mapping at the router; a router that answers UPnP and NAT-PMP with garbage
-# does not hurt B, which logs the failure once and stays up.
+# does not hurt B, which logs the failure once and stays up. Then the relay, mapping off: G
+# refuses registrations of keys it does not allow; A and B register with G and learn their
+# reflexive addresses; B reaches A through G with A's host key checked end to end; 1 GiB
+# with matching sha256; G stopping mid-transfer fails the stream cleanly; a gateway that
+# swaps in its own key is refused; after G restarts new relayed streams work within seconds.
 #
 # Only documentation-range addresses are configured on interfaces. miniupnpd 2.3.1 refuses
 # to map when its WAN address is reserved (every RFC 5737 range is), and insists on being
@@ -252,4 +256,106 @@ check "B still works: it reaches G" waitfor 10 touch_g "$NB" "$B"
 check "B stops cleanly" down "$PB"
 
 check "G stops cleanly" down "$PG"
+
+# 5. Relay through G, port mapping off everywhere. G accepts registrations only from peers
+# with relay = true: B is refused until a reload allows it.
+conf_g() {
+    cat >"$G/keymesh.conf" <<EOF
+$common
+[mesh]
+listen = 192.0.2.1:15022
+expose = 8000
+[socks5]
+enabled = false
+[nat]
+portmap = off
+[gateway]
+enabled = on
+max_streams = 16
+[peer a]
+node = $IA
+relay = true
+[peer b]
+node = $IB
+relay = $1
+EOF
+}
+conf_g false
+conf_a off
+for d in "$A" "$B"; do
+    sed -i -e 's/^portmap = .*$/portmap = off/' -e '/^portmap_retry/d' "$d/keymesh.conf"
+    sed -i 's/^\[nat\]$/[nat]\ngateway = g/' "$d/keymesh.conf"
+done
+regs() { st "$1" "$2" | jq_ "d['nat']['registered']"; }
+gwf() { st "$PUB" "$G" | jq_ "d['nat']['gateway']['$1']"; }
+relay_seen() { ip netns exec "$1" "$KM" resolve --dir "$2" --json "$3.mesh.internal" | grep -q '"kind": "relay"'; }
+peer_path() { ip netns exec "$1" "$KM" peers --dir "$2" --json | python3 -c "import json,sys; print([p.get('path','') for p in json.load(sys.stdin) if p['node_id']=='$3'][0])"; }
+reg_is() { test "$(regs "$1" "$2")" = "$3"; }
+gw_ge() { test "$(gwf "$1")" -ge "$2"; }
+both_registered() { test "$(regs "$NA" "$A")" = 1 && test "$(regs "$NB" "$B")" = 1; }
+: >"$G.log"; : >"$A.log"; : >"$B.log"
+check "G starts as a gateway" up "$PUB" "$G"; PG=$UPPID
+check "A starts (portmap off, gateway g)" up "$NA" "$A"; PA=$UPPID
+check "A registers with G" waitfor 10 reg_is "$NA" "$A" 1
+REFL=$(st "$NA" "$A" | jq_ "d['nat']['reflexive']")
+check "G tells A the address it sees: R1's masquerade ($REFL)" test "${REFL%:*}" = 192.0.2.11
+check "G holds A's record with its relay path" waitfor 10 relay_seen "$PUB" "$G" "$IA"
+check "B starts" up "$NB" "$B"; PB=$UPPID
+check "G refuses B's registration (relay = false)" waitfor 10 gw_ge refused 1
+check "B is not registered" reg_is "$NB" "$B" 0
+conf_g true
+kill -HUP "$PG"
+check "after G's reload B registers" waitfor 15 reg_is "$NB" "$B" 1
+check "B learns A's relay path from G" waitfor 10 relay_seen "$NB" "$B" "$IA"
+check "B reaches A through the relay" waitfor 10 reach_a
+check "B's connection to A is relayed" test "$(peer_path "$NB" "$B" "$IA")" = relay
+check "G relayed it" gw_ge relayed_total 1
+ip netns exec "$NB" "$KM" peers --dir "$B" | sed 's/^/    /'
+
+# A big transfer through the relay, checked end to end.
+MB=${KM_BIG_MB:-1024}
+head -c "$((MB << 20))" /dev/urandom >"$T/wa/big"
+WANT=$(sha256sum <"$T/wa/big" | cut -d' ' -f1)
+t0=$(date +%s%N)
+GOT=$(ip netns exec "$NB" curl -s -m 240 --socks5-hostname 127.0.0.1:1080 "http://$IA.mesh.internal:8000/big" | sha256sum | cut -d' ' -f1)
+t1=$(date +%s%N)
+check "$MB MiB through the relay, sha256 matches ($(( MB * 8389 / ((t1 - t0) / 1000000 + 1) )) Mbit/s)" test "$GOT" = "$WANT"
+rm -f "$T/wa/big"
+
+# The gateway restarts mid-session: the relayed stream fails cleanly, new ones work soon.
+head -c $((64 << 20)) /dev/urandom >"$T/wa/slow"
+ip netns exec "$NB" curl -s -m 60 --limit-rate 1M --socks5-hostname 127.0.0.1:1080 -o /dev/null "http://$IA.mesh.internal:8000/slow" &
+CURL=$!
+sleep 1
+check "G stops cleanly mid-transfer" down "$PG"
+t0=$(date +%s)
+wait "$CURL"; CRC=$?
+t1=$(date +%s)
+check "the relayed transfer failed cleanly within 10 s (curl exit $CRC)" test "$CRC" -ne 0 -a $((t1 - t0)) -le 10
+check "B's daemon is still up" sh -c "ip netns exec $NB '$KM' status --dir '$B' >/dev/null"
+
+# A gateway that impersonates the target (its own key instead of A's) fails the host-key
+# check: B refuses the session, nothing reaches A.
+KM_TEST_GATEWAY_SWAP=1 ip netns exec "$PUB" "$KM" up --dir "$G" >>"$G.log" 2>&1 &
+PG=$!; PIDS+=("$PG")
+check "an impersonating G starts" waitfor 10 ip netns exec "$PUB" "$KM" status --dir "$G"
+check "B re-registers with it" waitfor 15 reg_is "$NB" "$B" 1
+check "B's stream to A through the impersonating G fails" test -z "$(get "$NB" "$B" "$IA")"
+check "... on the host-key check" waitfor 5 grep -q "host key" "$B.log"
+grep -m1 "host key" "$B.log" | sed 's/^/    /'
+down "$PG"
+
+# G back, honest: registrations come back by themselves and new streams work within seconds.
+t0=$(date +%s%N)
+check "G restarts" up "$PUB" "$G"; PG=$UPPID
+check "both nodes re-register" waitfor 15 both_registered
+check "a new relayed stream works" waitfor 15 reach_a
+t1=$(date +%s%N)
+echo "    relay usable again $(( (t1 - t0) / 1000000 )) ms after G's restart"
+check "A stops cleanly" down "$PA"
+check "B stops cleanly" down "$PB"
+check "G stops cleanly" down "$PG"
+if [ "$FAIL" -gt 0 ]; then
+    for f in "$G.log" "$A.log" "$B.log"; do echo "--- $f"; tail -40 "$f"; done
+fi
 finish
