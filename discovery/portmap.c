@@ -2,6 +2,7 @@
 
 #include <arpa/inet.h>
 #include <poll.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,6 +48,7 @@ struct km_portmap {
     uv_work_t work;
     bool busy;
     bool closing;
+    atomic_bool cancel; /* set by close: the worker gives up between blocking steps */
     /* Inputs of the running job, set by the loop before queueing it. */
     enum job job;
     uint16_t want_port;                 /* external port to ask for (kept across renewals) */
@@ -191,8 +193,15 @@ static int upnp_discover(struct km_portmap *pm, struct result *res)
         return 0;
     }
     int err = 0;
-    struct UPNPDev *devs =
-        upnpDiscover((int)pm->o.discover_ms, NULL, NULL, UPNP_LOCAL_PORT_ANY, 0, 2, &err);
+    struct UPNPDev *devs = NULL;
+    /* Discovery in slices of at most 500 ms, so that a close (daemon shutdown) waits for
+     * one slice at most rather than the whole discovery time. */
+    uint32_t left = pm->o.discover_ms;
+    while (devs == NULL && left > 0 && !atomic_load(&pm->cancel)) {
+        uint32_t slice = left > 500 ? 500 : left;
+        left -= slice;
+        devs = upnpDiscover((int)slice, NULL, NULL, UPNP_LOCAL_PORT_ANY, 0, 2, &err);
+    }
     if (devs == NULL) {
         snprintf(res->err, sizeof res->err, "UPnP: no IGD answered discovery");
         return KM_ERR_NOT_FOUND;
@@ -290,19 +299,23 @@ static uint64_t mono_ms(void)
 
 /* Wait for the answer to the pending NAT-PMP request, at most timeout_ms in all (the
  * library's own retries would go on for over a minute). */
-static int natpmp_wait(natpmp_t *n, natpmpresp_t *resp, uint32_t timeout_ms)
+static int natpmp_wait(struct km_portmap *pm, natpmp_t *n, natpmpresp_t *resp, uint32_t timeout_ms,
+                       bool cancellable)
 {
     uint64_t deadline = mono_ms() + timeout_ms;
     for (;;) {
         struct timeval tv;
         int r = getnatpmprequesttimeout(n, &tv);
         uint64_t now = mono_ms();
-        if (r < 0 || now >= deadline) {
+        if (r < 0 || now >= deadline || (cancellable && atomic_load(&pm->cancel))) {
             return r < 0 ? r : NATPMP_ERR_NOGATEWAYSUPPORT;
         }
         uint64_t wait = (uint64_t)tv.tv_sec * 1000u + (uint64_t)tv.tv_usec / 1000u;
         if (wait > deadline - now) {
             wait = deadline - now;
+        }
+        if (wait > 100) {
+            wait = 100; /* look at the cancel flag this often */
         }
         struct pollfd p = {.fd = n->s, .events = POLLIN};
         (void)poll(&p, 1, (int)wait + 1);
@@ -326,7 +339,7 @@ static int natpmp_map(struct km_portmap *pm, struct result *res, bool delete_it)
     uint32_t public_addr = 0;
     if (!delete_it) {
         if ((r = sendpublicaddressrequest(&n)) >= 0) {
-            r = natpmp_wait(&n, &resp, pm->o.natpmp_ms);
+            r = natpmp_wait(pm, &n, &resp, pm->o.natpmp_ms, true);
         }
         if (r < 0 || resp.type != NATPMP_RESPTYPE_PUBLICADDRESS) {
             snprintf(res->err, sizeof res->err, "NAT-PMP: no public address (%d)", r);
@@ -341,7 +354,7 @@ static int natpmp_map(struct km_portmap *pm, struct result *res, bool delete_it)
                                   delete_it ? 0 : clamp_lease(pm->o.lease_s));
     if (r >= 0) {
         memset(&resp, 0, sizeof resp);
-        r = natpmp_wait(&n, &resp, pm->o.natpmp_ms);
+        r = natpmp_wait(pm, &n, &resp, pm->o.natpmp_ms, !delete_it);
     }
     closenatpmp(&n);
     if (r < 0 || resp.type != NATPMP_RESPTYPE_TCPPORTMAPPING) {
@@ -389,11 +402,11 @@ static void do_work(uv_work_t *w)
         (pm->held_method == KM_PORTMAP_NONE && (m == KM_PORTMAP_ANY || m == KM_PORTMAP_NATPMP));
     res->rc = KM_ERR_NOT_FOUND;
     char upnp_err[ERR_LEN] = "";
-    if (upnp) {
+    if (upnp && !atomic_load(&pm->cancel)) {
         res->rc = upnp_map(pm, res);
         snprintf(upnp_err, sizeof upnp_err, "%s", res->err);
     }
-    if (res->rc != 0 && natpmp) {
+    if (res->rc != 0 && natpmp && !atomic_load(&pm->cancel)) {
         res->err[0] = '\0';
         res->rc = natpmp_map(pm, res, false);
         if (res->rc != 0 && upnp_err[0] != '\0') {
@@ -555,6 +568,7 @@ void km_portmap_close(struct km_portmap *pm)
         return;
     }
     pm->closing = true;
+    atomic_store(&pm->cancel, true); /* the deletion below is not affected: see do_work */
     pm->cb = NULL;
     (void)uv_timer_stop(&pm->timer);
     if (pm->busy) {
