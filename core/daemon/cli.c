@@ -213,6 +213,7 @@ static const struct command commands[] = {
     {"peers", km_cmd_peers, "list the peers and the connection to each"},
     {"resolve", km_cmd_resolve, "show a name's node and its ranked paths"},
     {"connect", km_cmd_connect, "splice stdin/stdout to a mesh stream (ssh ProxyCommand)"},
+    {"ping", km_cmd_ping, "measure round trips to a node and show the path that answered"},
 };
 
 static void usage(FILE *f)

@@ -44,7 +44,8 @@ static const char peers_help[] =
     "Usage: keymesh peers [options]\n"
     "\n"
     "List the peers the running daemon knows: configured ones and those connected, with the\n"
-    "state of the connection, the address in use, the cipher and the number of streams.\n"
+    "state of the connection, the path in use (direct or relay), its address, the cipher, the\n"
+    "number of streams, and the candidate paths the dialer knows for each.\n"
     "\n"
     "Options:\n"
     "      --json            print the peers array as JSON\n"
@@ -84,16 +85,23 @@ static int print_peers(json_t *reply, bool json)
     if (json) {
         return km_cli_print_json(json_incref(peers));
     }
-    printf("%-12s %-14s %-10s %-24s %-24s %s\n", "NAME", "NODE", "STATE", "ADDRESS", "CIPHER",
-           "STREAMS");
+    printf("%-12s %-14s %-10s %-6s %-24s %-24s %s\n", "NAME", "NODE", "STATE", "PATH", "ADDRESS",
+           "CIPHER", "STREAMS");
     size_t i;
     json_t *p;
     json_array_foreach (peers, i, p) {
         char node[16];
         snprintf(node, sizeof node, "%.12s..", str_or_dash(p, "node_id"));
-        printf("%-12s %-14s %-10s %-24s %-24s %" JSON_INTEGER_FORMAT "\n", str_or_dash(p, "name"),
-               node, str_or_dash(p, "state"), str_or_dash(p, "address"), str_or_dash(p, "cipher"),
+        printf("%-12s %-14s %-10s %-6s %-24s %-24s %" JSON_INTEGER_FORMAT "\n",
+               str_or_dash(p, "name"), node, str_or_dash(p, "state"), str_or_dash(p, "path"),
+               str_or_dash(p, "address"), str_or_dash(p, "cipher"),
                json_integer_value(json_object_get(p, "streams")));
+        size_t k;
+        json_t *cand;
+        json_array_foreach (json_object_get(p, "candidates"), k, cand) {
+            printf("%-12s %s %s\n", "", k == 0 ? "candidates:" : "           ",
+                   json_is_string(cand) ? json_string_value(cand) : "?");
+        }
     }
     return KM_EXIT_OK;
 }

@@ -37,6 +37,11 @@ void km_router_set_config(struct km_router *r, const struct km_config *cfg);
  * not a DNS name, so it never collides with a real destination. */
 #define KM_GOSSIP_HOST "gossip@keymesh"
 
+/* The reserved direct-tcpip target of `keymesh ping` (docs/PROTOCOL.md section 6): any
+ * authenticated peer may open it; the channel is confirmed and closed at once, so the time
+ * from open to confirmation is one round trip over the session. */
+#define KM_PING_HOST "ping@keymesh"
+
 /* Who handles the announcement exchange (the discovery glue). accept gets each gossip
  * request a peer sends (answer it with km_ssh_direct_accept/reject); conn_accepted hears of
  * every session a peer opened to us. */

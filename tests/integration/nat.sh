@@ -216,6 +216,9 @@ check "B sees A's mapped path" waitfor 5 sees_path "$NB" "$B" "$IA" "$ANN"
 ip netns exec "$NB" "$KM" resolve --dir "$B" "$IA.mesh.internal" | sed 's/^/    /'
 check "B reaches A's web server through the mapping" reach_a
 check "B's connection to A is at the mapped address" conn_at "$NB" "$B" "$ANN"
+ping_path() { ip netns exec "$1" "$KM" ping --dir "$2" -n 3 --json "$3" | jq_ "d['path'] + ' ' + d['address'] + ' ' + str(len(d['rtt_ms']))"; }
+check "keymesh ping A from B answers on the direct path at $ANN, 3 rounds" test "$(ping_path "$NB" "$B" "$IA")" = "direct $ANN 3"
+ip netns exec "$NB" "$KM" ping --dir "$B" -n 2 "$IA" | sed 's/^/    /'
 check "A stops cleanly" down "$PA"
 check "the clean shutdown deleted the mapping at the router" test "$(mapped_rules)" = 0
 down "$PB"
@@ -310,6 +313,9 @@ check "B learns A's relay path from G" waitfor 10 relay_seen "$NB" "$B" "$IA"
 check "B reaches A through the relay" waitfor 10 reach_a
 check "B's connection to A is relayed" test "$(peer_path "$NB" "$B" "$IA")" = relay
 check "G relayed it" gw_ge relayed_total 1
+check "keymesh ping A from B answers on the relay path" sh -c "ip netns exec $NB '$KM' ping --dir '$B' -n 3 --json $IA | grep -q '\"path\": \"relay\"'"
+ip netns exec "$NB" "$KM" ping --dir "$B" -n 3 "$IA" | sed 's/^/    /'
+check "keymesh ping of an unknown node fails with exit 1" sh -c "ip netns exec $NB '$KM' ping --dir '$B' aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa.mesh.internal; test \$? = 1"
 ip netns exec "$NB" "$KM" peers --dir "$B" | sed 's/^/    /'
 
 # A big transfer through the relay, checked end to end.
