@@ -1,6 +1,7 @@
 /* Unit tests for discovery/portmap.c: the checks of what a router answers (hostile tables
  * for UPnP's address text and NAT-PMP's numbers), the renewal and retry schedule, and the
- * object's life on a real loop in an empty network namespace (when root): with no router
+ * object's life on a real loop in an empty network namespace (argument "live", as root; it uses
+ * libuv's thread pool, so the arm64 run under qemu-user skips it): with no router
  * every attempt fails, the callback reports it once per change, and close frees everything
  * (uv_loop_close == 0), also while a request is in flight. */
 #include <setjmp.h>
@@ -11,6 +12,7 @@
 
 #include <arpa/inet.h>
 #include <sched.h>
+#include <stdio.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -255,7 +257,7 @@ static void test_close_in_flight(void **state)
     assert_int_equal(uv_loop_close(&loop), 0);
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
     const struct CMUnitTest pure[] = {
         cmocka_unit_test(test_check_upnp),
@@ -268,9 +270,12 @@ int main(void)
         cmocka_unit_test(test_retries_report_changes_only),
         cmocka_unit_test(test_close_in_flight),
     };
-    int r = cmocka_run_group_tests_name("portmap", pure, NULL, NULL);
-    if (geteuid() != 0) {
-        return r; /* the live tests need a network namespace of their own */
+    if (argc < 2 || strcmp(argv[1], "live") != 0) {
+        return cmocka_run_group_tests_name("portmap", pure, NULL, NULL);
     }
-    return r + cmocka_run_group_tests_name("portmap live (empty netns)", live, own_netns, NULL);
+    if (geteuid() != 0) {
+        printf("portmap live: skipped (needs root for a network namespace of its own)\n");
+        return 0;
+    }
+    return cmocka_run_group_tests_name("portmap live (empty netns)", live, own_netns, NULL);
 }
