@@ -45,6 +45,7 @@ struct gossip_sess {
     struct km_stream *s;
     struct km_buf in;
     bool opener; /* we opened the channel: we send first, then read */
+    struct km_pubkey peer_key;
     char peer[16];
     struct gossip_sess *next;
 };
@@ -552,6 +553,8 @@ static void gossip_send(struct gossip_sess *g, const struct km_pubkey *peer)
     km_buf_reset(&out);
 }
 
+static void gossip_push_except(struct km_discover *d, const struct km_pubkey *except);
+
 static void gossip_take_all(struct gossip_sess *g)
 {
     size_t n = 0;
@@ -563,6 +566,13 @@ static void gossip_take_all(struct gossip_sess *g)
     }
     if (n > 0) {
         KM_DEBUG("gossip %s: %zu new record(s)", g->peer, n);
+        if (g->d->cfg->gateway_enabled) {
+            /* A gateway is where nodes behind NAT meet: hand what it learned on to the other
+             * connected peers now, not at their next session (their records may be the
+             * only way they can find each other). Records are taken only when newer, so this
+             * ends. */
+            gossip_push_except(g->d, &g->peer_key);
+        }
     }
 }
 
@@ -598,6 +608,7 @@ static struct gossip_sess *gossip_new(struct km_discover *d, struct km_stream *s
     g->d = d;
     g->s = s;
     g->opener = opener;
+    g->peer_key = *peer;
     char id[KM_NODE_ID_LEN + 1];
     km_node_id(peer, id);
     snprintf(g->peer, sizeof g->peer, "%.12s", id);
@@ -682,6 +693,12 @@ static void collect_connected(void *arg, const struct km_mesh_peer_info *info)
  * change of paths does not wait for the next session. */
 static void gossip_push(struct km_discover *d)
 {
+    gossip_push_except(d, NULL);
+}
+
+/* Offer our records to every connected peer but except (NULL: all). */
+static void gossip_push_except(struct km_discover *d, const struct km_pubkey *except)
+{
     struct km_mesh *m = km_router_mesh(d->router);
     if (m == NULL || d->stopping) {
         return;
@@ -689,6 +706,9 @@ static void gossip_push(struct km_discover *d)
     struct connected c = {.n = 0};
     km_mesh_foreach(m, collect_connected, &c);
     for (size_t i = 0; i < c.n; i++) {
+        if (except != NULL && km_pubkey_equal(&c.keys[i], except)) {
+            continue;
+        }
         struct gossip_open *o = malloc(sizeof *o);
         if (o == NULL) {
             return;

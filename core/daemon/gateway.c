@@ -657,15 +657,35 @@ static void reg_stop(struct reg *r)
 
 void km_gateway_set_config(struct km_gateway *g, const struct km_config *cfg)
 {
+    const struct km_config *old = g->cfg;
     g->cfg = cfg;
-    for (size_t i = 0; i < g->n_regs; i++) {
-        reg_stop(&g->regs[i]);
+    /* The same gateway list keeps its registrations (a reload must not make every relay path
+     * disappear and come back); their keys and addresses are looked up again all the same. */
+    bool same = old->n_nat_gateways == cfg->n_nat_gateways;
+    for (size_t i = 0; same && i < cfg->n_nat_gateways; i++) {
+        same = strcmp(old->nat_gateways[i], cfg->nat_gateways[i]) == 0;
     }
-    g->n_regs = cfg->n_nat_gateways;
-    regs_load(g);
-    if (g->started && !g->stopping) {
+    struct reg before[KM_CONFIG_MAX_GATEWAYS];
+    memcpy(before, g->regs, sizeof before);
+    if (same) {
+        regs_load(g);
         for (size_t i = 0; i < g->n_regs; i++) {
-            reg_start(&g->regs[i]);
+            struct reg *r = &g->regs[i];
+            if (!r->resolved || !km_pubkey_equal(&r->key, &before[i].key)) {
+                reg_stop(r); /* the name now means another key */
+                reg_start(r);
+            }
+        }
+    } else {
+        for (size_t i = 0; i < g->n_regs; i++) {
+            reg_stop(&g->regs[i]);
+        }
+        g->n_regs = cfg->n_nat_gateways;
+        regs_load(g);
+        if (g->started && !g->stopping) {
+            for (size_t i = 0; i < g->n_regs; i++) {
+                reg_start(&g->regs[i]);
+            }
         }
     }
     if (g->changed != NULL) {

@@ -298,18 +298,20 @@ gw_ge() { test "$(gwf "$1")" -ge "$2"; }
 both_registered() { test "$(regs "$NA" "$A")" = 1 && test "$(regs "$NB" "$B")" = 1; }
 : >"$G.log"; : >"$A.log"; : >"$B.log"
 check "G starts as a gateway" up "$PUB" "$G"; PG=$UPPID
-check "A starts (portmap off, gateway g)" up "$NA" "$A"; PA=$UPPID
-check "A registers with G" waitfor 10 reg_is "$NA" "$A" 1
-REFL=$(st "$NA" "$A" | jq_ "d['nat']['reflexive']")
-check "G tells A the address it sees: R1's masquerade ($REFL)" test "${REFL%:*}" = 192.0.2.11
-check "G holds A's record with its relay path" waitfor 10 relay_seen "$PUB" "$G" "$IA"
-check "B starts" up "$NB" "$B"; PB=$UPPID
+check "B starts (portmap off, gateway g)" up "$NB" "$B"; PB=$UPPID
 check "G refuses B's registration (relay = false)" waitfor 10 gw_ge refused 1
 check "B is not registered" reg_is "$NB" "$B" 0
 conf_g true
 kill -HUP "$PG"
 check "after G's reload B registers" waitfor 15 reg_is "$NB" "$B" 1
-check "B learns A's relay path from G" waitfor 10 relay_seen "$NB" "$B" "$IA"
+# A comes after B: G hands A's record on to B at once (a gateway forwards new records to its
+# connected peers), B does not wait for a new session.
+check "A starts (portmap off, gateway g)" up "$NA" "$A"; PA=$UPPID
+check "A registers with G" waitfor 10 reg_is "$NA" "$A" 1
+REFL=$(st "$NA" "$A" | jq_ "d['nat']['reflexive']")
+check "G tells A the address it sees: R1's masquerade ($REFL)" test "${REFL%:*}" = 192.0.2.11
+check "G holds A's record with its relay path" waitfor 10 relay_seen "$PUB" "$G" "$IA"
+check "B learns A's relay path from G, forwarded" waitfor 10 relay_seen "$NB" "$B" "$IA"
 check "B reaches A through the relay" waitfor 10 reach_a
 check "B's connection to A is relayed" test "$(peer_path "$NB" "$B" "$IA")" = relay
 check "G relayed it" gw_ge relayed_total 1
