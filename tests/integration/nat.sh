@@ -275,6 +275,7 @@ portmap = off
 [gateway]
 enabled = on
 max_streams = 16
+max_bytes = ${2:-0}
 [peer a]
 node = $IA
 relay = true
@@ -360,6 +361,21 @@ check "both nodes re-register" waitfor 15 both_registered
 check "a new relayed stream works" waitfor 15 reach_a
 t1=$(date +%s%N)
 echo "    relay usable again $(( (t1 - t0) / 1000000 )) ms after G's restart"
+
+# Per-node byte bound: with max_bytes = 1M, once a relayed session that carried more has
+# ended (bytes are counted as streams end), G refuses new relays to that node.
+conf_g true 1M
+kill -HUP "$PG"
+head -c $((4 << 20)) /dev/urandom >"$T/wa/four"
+check "4 MiB through the relay" test "$(ip netns exec "$NB" curl -s -m 30 --socks5-hostname 127.0.0.1:1080 "http://$IA.mesh.internal:8000/four" | wc -c)" = $((4 << 20))
+check "B restarts (its relayed session to A ends)" down "$PB"
+check "B is back" up "$NB" "$B"; PB=$UPPID
+check "B re-registers" waitfor 15 reg_is "$NB" "$B" 1
+check "G refuses a new relay to A past max_bytes" test -z "$(get "$NB" "$B" "$IA")"
+check "... and says why" waitfor 5 grep -q "per-node limit" "$G.log"
+conf_g true 0
+kill -HUP "$PG"
+check "with the bound lifted the relay works again" waitfor 15 reach_a
 check "A stops cleanly" down "$PA"
 check "B stops cleanly" down "$PB"
 check "G stops cleanly" down "$PG"
