@@ -17,6 +17,9 @@
  * after this stagger, up to RACE_MAX handshakes at once; the first to finish wins. */
 #define STAGGER_MS 250
 #define RACE_MAX 3
+/* A relayed connection tries a direct one again after this, doubling up to the max. */
+#define UPGRADE_MIN_MS 1000u
+#define UPGRADE_MAX_MS 60000u
 
 struct km_mesh_req {
     struct km_mesh *mesh;
@@ -49,6 +52,13 @@ struct peer {
     struct km_mesh_req *relay_req; /* a stream to a gateway being opened for a relayed dial */
     size_t relay_idx;              /* next entry of target.relays to try */
     bool relayed;                  /* conn runs through a gateway */
+    /* Upgrading a relayed conn to a direct one in the background (docs/NAT.md). */
+    struct km_ssh_conn *upgrade;   /* a direct dial in flight */
+    struct km_ssh_conn *retiring;  /* the replaced relayed conn, closed once it has no stream */
+    struct km_mesh_target utarget; /* the addresses being tried */
+    size_t upgrade_idx;
+    uint64_t next_upgrade_ms;
+    unsigned upgrade_backoff_ms;
     char addr[64];
     char id[13];
     struct peer *next;
@@ -192,6 +202,8 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
             p->backoff_ms = 0;
             p->fatal = false;
             p->relayed = idx >= p->target.n_addrs;
+            p->upgrade_backoff_ms = 0;
+            p->next_upgrade_ms = now_ms(m) + UPGRADE_MIN_MS;
             if (!p->relayed) {
                 km_addr_str((const struct sockaddr *)&p->target.addrs[idx], p->addr,
                             sizeof p->addr);
@@ -332,6 +344,78 @@ static void start_dial(struct km_mesh *m, struct peer *p)
     dial_next(m, p);
 }
 
+/* ---- upgrading relayed connections ---- */
+
+static void upgrade_next(struct km_mesh *m, struct peer *p);
+
+static void upgrade_later(struct km_mesh *m, struct peer *p)
+{
+    unsigned b = p->upgrade_backoff_ms == 0 ? UPGRADE_MIN_MS : p->upgrade_backoff_ms * 2;
+    p->upgrade_backoff_ms = b > UPGRADE_MAX_MS ? UPGRADE_MAX_MS : b;
+    /* Jitter of up to a quarter, from the loop clock's low bits (no need for randomness). */
+    p->next_upgrade_ms =
+        now_ms(m) + p->upgrade_backoff_ms + (now_ms(m) % (p->upgrade_backoff_ms / 4 + 1));
+}
+
+static void on_upgrade_dialled(struct km_ssh_conn *c, int err, void *arg)
+{
+    struct peer *p = arg;
+    struct km_mesh *m = p->mesh;
+    p->upgrade = NULL;
+    size_t idx = p->upgrade_idx - 1;
+    if (m->opts.report != NULL && idx < p->utarget.n_addrs) {
+        m->opts.report(m->lookup_arg, &p->key, (const struct sockaddr *)&p->utarget.addrs[idx],
+                       err == 0);
+    }
+    if (err != 0) {
+        upgrade_next(m, p); /* the next address, or wait */
+        return;
+    }
+    if (p->conn != NULL && !p->relayed) {
+        km_ssh_conn_close(c); /* a direct conn came some other way meanwhile */
+        return;
+    }
+    if (p->retiring != NULL) {
+        km_ssh_conn_close(p->retiring);
+    }
+    /* Streams open on the relayed conn finish there; new ones use the direct conn. */
+    p->retiring = p->conn;
+    p->conn = c;
+    p->relayed = false;
+    p->upgrade_backoff_ms = 0;
+    km_addr_str((const struct sockaddr *)&p->utarget.addrs[idx], p->addr, sizeof p->addr);
+    KM_INFO("mesh peer %s...: moved from the relay to a direct connection at %s", p->id, p->addr);
+    issue_waiting(m, p);
+}
+
+/* Try the next direct address of the upgrade round, or schedule the next round. */
+static void upgrade_next(struct km_mesh *m, struct peer *p)
+{
+    while (p->upgrade_idx < p->utarget.n_addrs && !m->closing) {
+        const struct sockaddr *sa = (const struct sockaddr *)&p->utarget.addrs[p->upgrade_idx++];
+        if (km_ssh_dial(m->node, sa, &p->key, p->utarget.user, on_upgrade_dialled, p,
+                        &p->upgrade) == 0) {
+            return;
+        }
+        p->upgrade = NULL;
+    }
+    upgrade_later(m, p);
+}
+
+static void upgrade_start(struct km_mesh *m, struct peer *p)
+{
+    memset(&p->utarget, 0, sizeof p->utarget);
+    if (m->lookup(m->lookup_arg, &p->key, &p->utarget) != 0 || p->utarget.n_addrs == 0) {
+        upgrade_later(m, p);
+        return;
+    }
+    if (p->utarget.user[0] == '\0') {
+        snprintf(p->utarget.user, sizeof p->utarget.user, "keymesh");
+    }
+    p->upgrade_idx = 0;
+    upgrade_next(m, p);
+}
+
 /* ---- peers ---- */
 
 static struct peer *find_peer(struct km_mesh *m, const struct km_pubkey *key)
@@ -391,6 +475,14 @@ static void on_sweep(uv_timer_t *t)
             p->addr_idx < p->target.n_addrs && now - p->last_dial_ms >= STAGGER_MS) {
             dial_next(m, p); /* the pending handshake is slow: race the next address */
         }
+        if (p->conn != NULL && p->relayed && p->upgrade == NULL && now >= p->next_upgrade_ms &&
+            !m->closing) {
+            upgrade_start(m, p);
+        }
+        if (p->retiring != NULL && km_ssh_conn_channels(p->retiring) == 0) {
+            km_ssh_conn_close(p->retiring);
+            p->retiring = NULL;
+        }
         if (p->conn != NULL && m->opts.idle_timeout_ms > 0 &&
             km_ssh_conn_idle_ms(p->conn) >= m->opts.idle_timeout_ms) {
             KM_INFO("mesh peer %s...: idle for %u s, closing", p->id,
@@ -400,7 +492,7 @@ static void on_sweep(uv_timer_t *t)
         }
         /* Forget peers with nothing going on, once any backoff has passed. */
         if (p->conn == NULL && p->n_dials == 0 && p->relay_req == NULL && p->waiting == NULL &&
-            now >= p->next_dial_ms) {
+            p->upgrade == NULL && p->retiring == NULL && now >= p->next_dial_ms) {
             *pp = p->next;
             free(p);
             continue;
@@ -525,8 +617,10 @@ void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c)
     }
     p->conn = c;
     p->backoff_ms = 0;
-    p->relayed = false;
-    snprintf(p->addr, sizeof p->addr, "%s", "(accepted)");
+    /* A session over a relayed stream has no TCP peer address of its own. */
+    struct sockaddr_storage ss;
+    p->relayed = km_ssh_conn_peer_addr(c, &ss) == KM_ERR_UNSUPPORTED;
+    snprintf(p->addr, sizeof p->addr, "%s", p->relayed ? "(accepted, relayed)" : "(accepted)");
     if (p->n_dials == 0) {
         issue_waiting(m, p);
     }
@@ -535,6 +629,10 @@ void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c)
 void km_mesh_conn_closed(struct km_mesh *m, struct km_ssh_conn *c, int err)
 {
     for (struct peer *p = m->peers; p != NULL; p = p->next) {
+        if (p->retiring == c) {
+            p->retiring = NULL;
+            return;
+        }
         if (p->conn == c) {
             p->conn = NULL;
             p->last_err = err;
@@ -598,6 +696,8 @@ void km_mesh_close(struct km_mesh *m)
             km_ssh_conn_close(p->dials[--p->n_dials]);
         }
         km_ssh_conn_close(p->conn);
+        km_ssh_conn_close(p->upgrade);
+        km_ssh_conn_close(p->retiring);
         free(p);
     }
     on_defer(&m->defer);

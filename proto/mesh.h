@@ -6,7 +6,9 @@
  * Requests that arrive while a dial is in progress wait for it. A failed dial is retried with
  * exponential backoff while requests are waiting (each request gives up at its own deadline);
  * a refused host key or authentication fails the waiting requests at once. Connections idle
- * for idle_timeout_ms are closed. */
+ * for idle_timeout_ms are closed. A relayed connection (through a gateway, after every
+ * direct address failed) keeps trying the direct addresses in the background with backoff
+ * (1 s doubling to 60 s) and hands over to the first that works. */
 #ifndef KM_PROTO_MESH_H
 #define KM_PROTO_MESH_H
 

@@ -376,6 +376,17 @@ check "... and says why" waitfor 5 grep -q "per-node limit" "$G.log"
 conf_g true 0
 kill -HUP "$PG"
 check "with the bound lifted the relay works again" waitfor 15 reach_a
+
+# Upgrade: A turns port mapping on (reload); its new record reaches B over their relayed
+# session, and B's background upgrade moves the connection to the direct mapped path.
+check "B's connection to A is relayed before" test "$(peer_path "$NB" "$B" "$IA")" = relay
+sed -i 's/^portmap = off$/portmap = upnp/' "$A/keymesh.conf"
+kill -HUP "$PA"
+check "A maps its port after the reload" waitfor 15 pm_is "$NA" "$A" method upnp
+check "B moves to a direct connection to A" waitfor 40 sh -c "test \"\$(ip netns exec $NB '$KM' peers --dir '$B' --json | python3 -c \"import json,sys; print([p.get('path','') for p in json.load(sys.stdin) if p['node_id']=='$IA'][0])\")\" = direct"
+check "B's ping of A now answers on the direct path at the mapping" test "$(ping_path "$NB" "$B" "$IA" | cut -d' ' -f1-2)" = "direct 192.0.2.11:15022"
+grep -m1 'moved from the relay' "$B.log" | sed 's/^/    /'
+check "streams still work after the move" reach_a
 check "A stops cleanly" down "$PA"
 check "B stops cleanly" down "$PB"
 check "G stops cleanly" down "$PG"
