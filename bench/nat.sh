@@ -19,6 +19,8 @@
 #            path, ms; B is started as soon as G holds A's new record (B takes records from G
 #            when its session to G starts), so this includes A's mapping or registration,
 #            the record reaching G, B's start, registration and dial
+#   upgrade  A without mapping, B relayed to it; A turns mapping on (SIGHUP): ms until B's
+#            connection is direct (the background upgrade; stands in for relay -> punched)
 # Not measured: relay -> punched upgrade (hole punching is not implemented yet), Yggdrasil
 # (its set-up in /work/shared/bench/peers.sh was not adapted to this topology in time).
 #
@@ -212,6 +214,37 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
+# Upgrade: A without port mapping, B relayed to it; A turns mapping on (SIGHUP); time until
+# B's connection to A is direct (the background upgrade of docs/NAT.md). A stand-in for the
+# relay -> punched upgrade, which is not implemented: same machinery, another candidate.
+printf 'run\tupgrade_ms\n' >"$W/upgrade.tsv"
+for run in $(seq 1 "$RUNS"); do
+    conf "$A" off "$IB"
+    up "$NA" "$A" || exit 1
+    PA=$UPPID
+    waitfor 30 g_has relay
+    up "$NB" "$B" || exit 1
+    PB=$UPPID
+    if waitfor 30 path_is relay; then
+        sed -i 's/^portmap = off$/portmap = upnp/' "$A/keymesh.conf"
+        t0=$(date +%s%N)
+        kill -HUP "$PA"
+        if waitfor 90 path_is direct; then
+            t1=$(date +%s%N)
+            ms=$(( (t1 - t0) / 1000000 ))
+            log "upgrade run $run: relay -> direct in $ms ms"
+            printf '%s\t%s\n' "$run" "$ms" >>"$W/upgrade.tsv"
+        else
+            log "upgrade run $run: no upgrade within 90 s"
+        fi
+    fi
+    down "$PB"
+    down "$PA"
+    sleep 1
+done
+UP=$(awk -F'\t' 'NR>1 {print $2}' "$W/upgrade.tsv" | median)
+UPALL=$(awk -F'\t' 'NR>1 {print $2}' "$W/upgrade.tsv" | tr '\n' ' ' | sed 's/ $//')
+
 col() { awk -F'\t' -v m="$1" -v c="$2" 'NR>1 && $1==m && $c!="fail" {print $c}' "$W/raw.tsv"; }
 all() { col "$1" "$2" | tr '\n' ' ' | sed 's/ $//'; }
 TD=$(col direct 3 | median) TR=$(col relay 3 | median)
@@ -232,7 +265,7 @@ GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)
     echo "| direct (mapped by UPnP at miniupnpd) | $TD | $(all direct 3) | $RD | $(all direct 4) | $FD | $(all direct 5) |"
     echo "| relay (through G) | $TR | $(all relay 3) | $RR | $(all relay 4) | $FR | $(all relay 5) |"
     echo
-    echo "**Relayed / direct throughput: ${RATIO}x.** Relay -> punched upgrade time: not measured (hole punching is not implemented). Yggdrasil through the same public node: not measured."
+    echo "**Relayed / direct throughput: ${RATIO}x.** Relay -> direct upgrade (A turns port mapping on while B is relayed to it, until B's connection is direct): median $UP ms (runs: $UPALL). Relay -> punched: not measured (hole punching is not implemented). Yggdrasil through the same public node: not measured."
     echo
     echo "\"Start to first usable path\" runs from \`keymesh up\` of A (G running) until B's \`keymesh ping A\` answers on that path: A maps its port (direct) or registers with G (relay), signs its record and hands it to G; B is started as soon as G holds it (B takes records from G when its session to G starts), registers, learns A's record and dials. It includes B's own start."
 } >"$W/table.md"
