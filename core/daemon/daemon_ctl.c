@@ -16,8 +16,8 @@ static json_t *addr_list(const struct km_conf_addr *a, size_t n, bool enabled)
 {
     json_t *arr = json_array();
     for (size_t i = 0; arr != NULL && enabled && i < n; i++) {
-        char t[64];
-        snprintf(t, sizeof t, strchr(a[i].host, ':') != NULL ? "[%s]:%u" : "%s:%u", a[i].host,
+        char t[64]; /* "[" 45 characters "]:65535" (host holds INET6_ADDRSTRLEN) */
+        snprintf(t, sizeof t, strchr(a[i].host, ':') != NULL ? "[%.45s]:%u" : "%.45s:%u", a[i].host,
                  a[i].port);
         json_array_append_new(arr, json_string(t));
     }
