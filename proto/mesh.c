@@ -1,11 +1,15 @@
 #include "proto/mesh.h"
 
 #include <stdio.h>
+#include <sys/socket.h>
+#include <unistd.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/addr.h"
 #include "core/log.h"
+#include "core/relay.h"
+#include "core/uvstream.h"
 #include "identity/derive.h"
 
 #define SWEEP_MS 250
@@ -13,6 +17,9 @@
  * after this stagger, up to RACE_MAX handshakes at once; the first to finish wins. */
 #define STAGGER_MS 250
 #define RACE_MAX 3
+/* A relayed connection tries a direct one again after this, doubling up to the max. */
+#define UPGRADE_MIN_MS 1000u
+#define UPGRADE_MAX_MS 60000u
 
 struct km_mesh_req {
     struct km_mesh *mesh;
@@ -41,7 +48,17 @@ struct peer {
     uint64_t next_dial_ms;
     unsigned backoff_ms;
     int last_err;
-    unsigned issued; /* opens outstanding on conn */
+    unsigned issued;               /* opens outstanding on conn */
+    struct km_mesh_req *relay_req; /* a stream to a gateway being opened for a relayed dial */
+    size_t relay_idx;              /* next entry of target.relays to try */
+    bool relayed;                  /* conn runs through a gateway */
+    /* Upgrading a relayed conn to a direct one in the background (docs/NAT.md). */
+    struct km_ssh_conn *upgrade;   /* a direct dial in flight */
+    struct km_ssh_conn *retiring;  /* the replaced relayed conn, closed once it has no stream */
+    struct km_mesh_target utarget; /* the addresses being tried */
+    size_t upgrade_idx;
+    uint64_t next_upgrade_ms;
+    unsigned upgrade_backoff_ms;
     char addr[64];
     char id[13];
     struct peer *next;
@@ -136,6 +153,8 @@ static void issue_waiting(struct km_mesh *m, struct peer *p)
 /* ---- dialling ---- */
 
 static void dial_next(struct km_mesh *m, struct peer *p);
+static bool start_relay(struct km_mesh *m, struct peer *p);
+static void on_dialled(struct km_ssh_conn *c, int err, void *arg);
 
 static void dial_failed(struct km_mesh *m, struct peer *p)
 {
@@ -182,7 +201,18 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
             p->conn = c;
             p->backoff_ms = 0;
             p->fatal = false;
-            km_addr_str((const struct sockaddr *)&p->target.addrs[idx], p->addr, sizeof p->addr);
+            p->relayed = idx >= p->target.n_addrs;
+            p->upgrade_backoff_ms = 0;
+            p->next_upgrade_ms = now_ms(m) + UPGRADE_MIN_MS;
+            if (!p->relayed) {
+                km_addr_str((const struct sockaddr *)&p->target.addrs[idx], p->addr,
+                            sizeof p->addr);
+            } else {
+                size_t g = p->relay_idx > 0 ? p->relay_idx - 1 : 0;
+                char gid[KM_NODE_ID_LEN + 1];
+                km_node_id(&p->target.relays[g], gid);
+                snprintf(p->addr, sizeof p->addr, "relay:%.12s...", gid);
+            }
         }
         issue_waiting(m, p);
         return;
@@ -194,6 +224,77 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
     if (p->n_dials == 0) {
         dial_next(m, p); /* no stagger after a failure: try the next address now */
     }
+}
+
+/* ---- relayed dials (docs/NAT.md) ---- */
+
+static void on_relay_open(void *arg, int err, struct km_stream *s)
+{
+    struct peer *p = arg;
+    struct km_mesh *m = p->mesh;
+    p->relay_req = NULL;
+    if (err == 0 && p->conn == NULL) {
+        /* The gateway spliced us to the peer's registered session. An SSH session of our own
+         * runs inside: libssh wants a socket, so one end of a socketpair goes to it and the
+         * other is spliced to the stream (the fd is closed with its libuv handle). */
+        int sv[2];
+        struct km_stream *fs = NULL;
+        int r = socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv);
+        if (r != 0) {
+            r = -errno;
+            km_stream_close(s);
+        } else if ((r = km_uvstream_open_fds(m->loop, sv[0], sv[0], &fs)) != 0) {
+            close(sv[0]);
+            close(sv[1]);
+            km_stream_close(s);
+        } else if ((r = km_relay_start(s, fs, NULL, 0, NULL, NULL)) != 0) {
+            close(sv[1]); /* the relay closed both streams */
+        }
+        if (r == 0) {
+            size_t g = p->relay_idx - 1;
+            char gid[KM_NODE_ID_LEN + 1];
+            km_node_id(&p->target.relays[g], gid);
+            char label[64];
+            snprintf(label, sizeof label, "%.12s... (relay via %.12s...)", p->id, gid);
+            struct km_ssh_conn *c;
+            r = km_ssh_dial_fd(m->node, sv[1], label, &p->key, p->target.user, on_dialled, p, &c);
+            if (r == 0) {
+                p->dials[p->n_dials] = c;
+                p->dial_addr[p->n_dials] = SIZE_MAX;
+                p->n_dials++;
+                p->last_dial_ms = now_ms(m);
+                return;
+            }
+        }
+        err = r;
+    } else if (err == 0) {
+        km_stream_close(s); /* a direct session won meanwhile */
+        return;
+    }
+    p->last_err = err;
+    KM_DEBUG("mesh peer %s...: relay %zu failed: %s", p->id, p->relay_idx, km_strerror(err));
+    dial_next(m, p); /* the next gateway, or give up */
+}
+
+/* Ask the next gateway of the target for a stream to the peer. Returns true when one is
+ * being opened. */
+static bool start_relay(struct km_mesh *m, struct peer *p)
+{
+    while (p->relay_idx < p->target.n_relays && !p->fatal && !m->closing) {
+        const struct km_pubkey *gw = &p->target.relays[p->relay_idx++];
+        if (km_pubkey_equal(gw, &p->key)) {
+            continue; /* a peer cannot be its own way in */
+        }
+        char id[KM_NODE_ID_LEN + 1];
+        km_node_id(&p->key, id);
+        char host[KM_NODE_ID_LEN + sizeof KM_MESH_RELAY_SUFFIX];
+        snprintf(host, sizeof host, "%s%s", id, KM_MESH_RELAY_SUFFIX);
+        if (km_mesh_open(m, gw, host, 1, on_relay_open, p, &p->relay_req) == 0) {
+            return true;
+        }
+        p->relay_req = NULL;
+    }
+    return false;
 }
 
 /* Start one more handshake with the next address; fail the waiting requests when none is
@@ -215,18 +316,21 @@ static void dial_next(struct km_mesh *m, struct peer *p)
         p->last_err = r;
         report(m, p, idx, false);
     }
-    if (p->n_dials == 0) {
+    if (p->n_dials == 0 && p->relay_req == NULL && start_relay(m, p)) {
+        return;
+    }
+    if (p->n_dials == 0 && p->relay_req == NULL) {
         dial_failed(m, p);
     }
 }
 
 static void start_dial(struct km_mesh *m, struct peer *p)
 {
-    if (p->n_dials > 0 || p->conn != NULL || m->closing) {
+    if (p->n_dials > 0 || p->conn != NULL || p->relay_req != NULL || m->closing) {
         return;
     }
     int r = m->lookup(m->lookup_arg, &p->key, &p->target);
-    if (r != 0 || p->target.n_addrs == 0) {
+    if (r != 0 || (p->target.n_addrs == 0 && p->target.n_relays == 0)) {
         p->last_err = KM_ERR_NOT_FOUND;
         fail_waiting(p, m, KM_ERR_UNREACHABLE);
         return;
@@ -235,8 +339,81 @@ static void start_dial(struct km_mesh *m, struct peer *p)
         snprintf(p->target.user, sizeof p->target.user, "keymesh");
     }
     p->addr_idx = 0;
+    p->relay_idx = 0;
     p->fatal = false;
     dial_next(m, p);
+}
+
+/* ---- upgrading relayed connections ---- */
+
+static void upgrade_next(struct km_mesh *m, struct peer *p);
+
+static void upgrade_later(struct km_mesh *m, struct peer *p)
+{
+    unsigned b = p->upgrade_backoff_ms == 0 ? UPGRADE_MIN_MS : p->upgrade_backoff_ms * 2;
+    p->upgrade_backoff_ms = b > UPGRADE_MAX_MS ? UPGRADE_MAX_MS : b;
+    /* Jitter of up to a quarter, from the loop clock's low bits (no need for randomness). */
+    p->next_upgrade_ms =
+        now_ms(m) + p->upgrade_backoff_ms + (now_ms(m) % (p->upgrade_backoff_ms / 4 + 1));
+}
+
+static void on_upgrade_dialled(struct km_ssh_conn *c, int err, void *arg)
+{
+    struct peer *p = arg;
+    struct km_mesh *m = p->mesh;
+    p->upgrade = NULL;
+    size_t idx = p->upgrade_idx - 1;
+    if (m->opts.report != NULL && idx < p->utarget.n_addrs) {
+        m->opts.report(m->lookup_arg, &p->key, (const struct sockaddr *)&p->utarget.addrs[idx],
+                       err == 0);
+    }
+    if (err != 0) {
+        upgrade_next(m, p); /* the next address, or wait */
+        return;
+    }
+    if (p->conn != NULL && !p->relayed) {
+        km_ssh_conn_close(c); /* a direct conn came some other way meanwhile */
+        return;
+    }
+    if (p->retiring != NULL) {
+        km_ssh_conn_close(p->retiring);
+    }
+    /* Streams open on the relayed conn finish there; new ones use the direct conn. */
+    p->retiring = p->conn;
+    p->conn = c;
+    p->relayed = false;
+    p->upgrade_backoff_ms = 0;
+    km_addr_str((const struct sockaddr *)&p->utarget.addrs[idx], p->addr, sizeof p->addr);
+    KM_INFO("mesh peer %s...: moved from the relay to a direct connection at %s", p->id, p->addr);
+    issue_waiting(m, p);
+}
+
+/* Try the next direct address of the upgrade round, or schedule the next round. */
+static void upgrade_next(struct km_mesh *m, struct peer *p)
+{
+    while (p->upgrade_idx < p->utarget.n_addrs && !m->closing) {
+        const struct sockaddr *sa = (const struct sockaddr *)&p->utarget.addrs[p->upgrade_idx++];
+        if (km_ssh_dial(m->node, sa, &p->key, p->utarget.user, on_upgrade_dialled, p,
+                        &p->upgrade) == 0) {
+            return;
+        }
+        p->upgrade = NULL;
+    }
+    upgrade_later(m, p);
+}
+
+static void upgrade_start(struct km_mesh *m, struct peer *p)
+{
+    memset(&p->utarget, 0, sizeof p->utarget);
+    if (m->lookup(m->lookup_arg, &p->key, &p->utarget) != 0 || p->utarget.n_addrs == 0) {
+        upgrade_later(m, p);
+        return;
+    }
+    if (p->utarget.user[0] == '\0') {
+        snprintf(p->utarget.user, sizeof p->utarget.user, "keymesh");
+    }
+    p->upgrade_idx = 0;
+    upgrade_next(m, p);
 }
 
 /* ---- peers ---- */
@@ -298,6 +475,14 @@ static void on_sweep(uv_timer_t *t)
             p->addr_idx < p->target.n_addrs && now - p->last_dial_ms >= STAGGER_MS) {
             dial_next(m, p); /* the pending handshake is slow: race the next address */
         }
+        if (p->conn != NULL && p->relayed && p->upgrade == NULL && now >= p->next_upgrade_ms &&
+            !m->closing) {
+            upgrade_start(m, p);
+        }
+        if (p->retiring != NULL && km_ssh_conn_channels(p->retiring) == 0) {
+            km_ssh_conn_close(p->retiring);
+            p->retiring = NULL;
+        }
         if (p->conn != NULL && m->opts.idle_timeout_ms > 0 &&
             km_ssh_conn_idle_ms(p->conn) >= m->opts.idle_timeout_ms) {
             KM_INFO("mesh peer %s...: idle for %u s, closing", p->id,
@@ -306,7 +491,8 @@ static void on_sweep(uv_timer_t *t)
             p->conn = NULL;
         }
         /* Forget peers with nothing going on, once any backoff has passed. */
-        if (p->conn == NULL && p->n_dials == 0 && p->waiting == NULL && now >= p->next_dial_ms) {
+        if (p->conn == NULL && p->n_dials == 0 && p->relay_req == NULL && p->waiting == NULL &&
+            p->upgrade == NULL && p->retiring == NULL && now >= p->next_dial_ms) {
             *pp = p->next;
             free(p);
             continue;
@@ -352,11 +538,11 @@ int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, const char *ho
     if (p == NULL) {
         return -ENOMEM;
     }
-    if (p->conn == NULL && p->n_dials == 0) {
+    if (p->conn == NULL && p->n_dials == 0 && p->relay_req == NULL) {
         /* Fail at once for a peer nobody knows an address of. */
         struct km_mesh_target t;
         memset(&t, 0, sizeof t);
-        if (m->lookup(m->lookup_arg, peer, &t) != 0 || t.n_addrs == 0) {
+        if (m->lookup(m->lookup_arg, peer, &t) != 0 || (t.n_addrs == 0 && t.n_relays == 0)) {
             return KM_ERR_NOT_FOUND;
         }
     }
@@ -376,7 +562,8 @@ int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, const char *ho
         return 0;
     }
     uint64_t now = now_ms(m);
-    if (p->n_dials == 0 && now < p->next_dial_ms && p->next_dial_ms >= r->deadline_ms) {
+    if (p->n_dials == 0 && p->relay_req == NULL && now < p->next_dial_ms &&
+        p->next_dial_ms >= r->deadline_ms) {
         /* In a backoff longer than the request may wait: say so at once. */
         fail_later(m, r, KM_ERR_UNREACHABLE);
         return 0;
@@ -430,7 +617,10 @@ void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c)
     }
     p->conn = c;
     p->backoff_ms = 0;
-    snprintf(p->addr, sizeof p->addr, "%s", "(accepted)");
+    /* A session over a relayed stream has no TCP peer address of its own. */
+    struct sockaddr_storage ss;
+    p->relayed = km_ssh_conn_peer_addr(c, &ss) == KM_ERR_UNSUPPORTED;
+    snprintf(p->addr, sizeof p->addr, "%s", p->relayed ? "(accepted, relayed)" : "(accepted)");
     if (p->n_dials == 0) {
         issue_waiting(m, p);
     }
@@ -439,6 +629,10 @@ void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c)
 void km_mesh_conn_closed(struct km_mesh *m, struct km_ssh_conn *c, int err)
 {
     for (struct peer *p = m->peers; p != NULL; p = p->next) {
+        if (p->retiring == c) {
+            p->retiring = NULL;
+            return;
+        }
         if (p->conn == c) {
             p->conn = NULL;
             p->last_err = err;
@@ -460,11 +654,12 @@ void km_mesh_foreach(const struct km_mesh *m, km_mesh_peer_cb cb, void *arg)
             .cipher = p->conn != NULL ? km_ssh_conn_cipher(p->conn) : "",
             .streams = p->conn != NULL ? km_ssh_conn_channels(p->conn) : 0,
             .last_err = p->last_err,
+            .relayed = p->conn != NULL && p->relayed,
         };
-        i.state = p->conn != NULL         ? "connected"
-                  : p->n_dials > 0        ? "dialing"
-                  : now < p->next_dial_ms ? "backoff"
-                                          : "idle";
+        i.state = p->conn != NULL                          ? "connected"
+                  : p->n_dials > 0 || p->relay_req != NULL ? "dialing"
+                  : now < p->next_dial_ms                  ? "backoff"
+                                                           : "idle";
         cb(arg, &i);
     }
 }
@@ -483,6 +678,11 @@ void km_mesh_close(struct km_mesh *m)
         return;
     }
     m->closing = true;
+    /* Relayed dials wait on another peer's requests: drop them before any peer is freed. */
+    for (struct peer *p = m->peers; p != NULL; p = p->next) {
+        km_mesh_cancel(p->relay_req);
+        p->relay_req = NULL;
+    }
     while (m->peers != NULL) {
         struct peer *p = m->peers;
         m->peers = p->next;
@@ -496,6 +696,8 @@ void km_mesh_close(struct km_mesh *m)
             km_ssh_conn_close(p->dials[--p->n_dials]);
         }
         km_ssh_conn_close(p->conn);
+        km_ssh_conn_close(p->upgrade);
+        km_ssh_conn_close(p->retiring);
         free(p);
     }
     on_defer(&m->defer);

@@ -6,7 +6,9 @@
  * Requests that arrive while a dial is in progress wait for it. A failed dial is retried with
  * exponential backoff while requests are waiting (each request gives up at its own deadline);
  * a refused host key or authentication fails the waiting requests at once. Connections idle
- * for idle_timeout_ms are closed. */
+ * for idle_timeout_ms are closed. A relayed connection (through a gateway, after every
+ * direct address failed) keeps trying the direct addresses in the background with backoff
+ * (1 s doubling to 60 s) and hands over to the first that works. */
 #ifndef KM_PROTO_MESH_H
 #define KM_PROTO_MESH_H
 
@@ -21,11 +23,21 @@
 #include "proto/ssh.h"
 
 #define KM_MESH_MAX_ADDRS 8
+#define KM_MESH_MAX_RELAYS 4
+
+/* The direct-tcpip target a node asks a gateway for to reach <node-id> through it:
+ * "<node-id>" KM_MESH_RELAY_SUFFIX, port 1 (docs/PROTOCOL.md section 6). */
+#define KM_MESH_RELAY_SUFFIX ".relay@keymesh"
 
 /* Where a peer can be reached, as the lookup hook reports it. */
 struct km_mesh_target {
     struct sockaddr_storage addrs[KM_MESH_MAX_ADDRS];
     size_t n_addrs;
+    /* Gateways the peer is registered with, tried in order after every address failed: a
+     * stream to the gateway naming the peer, spliced by the gateway to the peer's session,
+     * carries an SSH session of its own whose host key is checked against the peer's key. */
+    struct km_pubkey relays[KM_MESH_MAX_RELAYS];
+    size_t n_relays;
     char user[64]; /* SSH user to log in as ("keymesh" for keymesh nodes) */
 };
 
@@ -78,7 +90,9 @@ void km_mesh_conn_closed(struct km_mesh *m, struct km_ssh_conn *c, int err);
 struct km_mesh_peer_info {
     struct km_pubkey key;
     const char *state; /* "connected", "dialing", "backoff", "idle" */
-    const char *addr;  /* the address of the connection in use, or "" */
+    const char *addr;  /* the address of the connection in use ("relay:<first 12 of the gateway's
+                          ID>..." for a  relayed one), or "" */
+    bool relayed;      /* the connection runs through a gateway */
     const char *cipher;
     unsigned streams;
     int last_err;

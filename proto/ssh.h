@@ -125,6 +125,19 @@ KM_MUST_CHECK int km_ssh_dial(struct km_ssh_node *n, const struct sockaddr *addr
                               const struct km_pubkey *expected, const char *user,
                               km_ssh_ready_cb cb, void *arg, struct km_ssh_conn **out);
 
+/* Client role over a connected stream socket (e.g. one end of a socketpair whose other end
+ * is spliced to a relayed channel): as km_ssh_dial, with the same host-key check against
+ * expected. Takes ownership of fd (closed on every error too); label names the conn in logs
+ * and status ("relay via ..."). */
+KM_MUST_CHECK int km_ssh_dial_fd(struct km_ssh_node *n, int fd, const char *label,
+                                 const struct km_pubkey *expected, const char *user,
+                                 km_ssh_ready_cb cb, void *arg, struct km_ssh_conn **out);
+
+/* Server role over a connected stream socket, as if accepted on a listener (login grace,
+ * authorize hook, limits: KM_ERR_TOO_LARGE at max_sessions or max_unauth). Takes ownership
+ * of fd. Returns 0 or a negative code. */
+KM_MUST_CHECK int km_ssh_accept_fd(struct km_ssh_node *n, int fd, const char *label);
+
 /* Open a direct-tcpip channel on a ready conn (either role). cb reports once with a stream
  * the callee then owns, or an error (KM_ERR_REFUSED when the peer refused the open,
  * KM_ERR_CLOSED if the conn died, KM_ERR_TOO_LARGE at max_channels). Never synchronous. The
@@ -142,6 +155,14 @@ KM_MUST_CHECK int km_ssh_direct_accept(struct km_ssh_direct *d, struct km_stream
 /* Refuse a pending request and free d. libssh 0.10 can only send the reason
  * SSH_OPEN_ADMINISTRATIVELY_PROHIBITED, whatever err is; err is logged. */
 void km_ssh_direct_reject(struct km_ssh_direct *d, int err);
+
+/* The conn a pending direct-tcpip request arrived on (NULL once it is gone). */
+struct km_ssh_conn *km_ssh_direct_conn(const struct km_ssh_direct *d);
+
+/* The peer's TCP address of a conn (what a NAT in between made of it: the reflexive
+ * address). Returns 0, KM_ERR_CLOSED, KM_ERR_UNSUPPORTED for a conn over a relayed stream
+ * (a Unix socket), or -errno. */
+KM_MUST_CHECK int km_ssh_conn_peer_addr(const struct km_ssh_conn *c, struct sockaddr_storage *out);
 
 /* Close a conn: its streams end with KM_ERR_CLOSED, on_conn_closed follows (if it was ready).
  * Idempotent. */

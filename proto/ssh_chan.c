@@ -402,3 +402,8 @@ void km__ssh_chan_set_next(struct km_ssh_chan *c, struct km_ssh_chan *next)
 {
     c->next = next;
 }
+
+struct km_ssh_conn *km_ssh_direct_conn(const struct km_ssh_direct *d)
+{
+    return d->conn;
+}

@@ -895,6 +895,83 @@ int km__ssh_conn_accept(struct km_ssh_node *n, int fd)
     return 0;
 }
 
+int km_ssh_accept_fd(struct km_ssh_node *n, int fd, const char *label)
+{
+    if (n->closing || n->n_conns >= n->opts.max_sessions || n->n_unauth >= n->opts.max_unauth) {
+        close(fd);
+        return n->closing ? KM_ERR_CLOSED : KM_ERR_TOO_LARGE;
+    }
+    unsigned id = n->next_id + 1;
+    int r = km__ssh_conn_accept(n, fd);
+    if (r == 0) {
+        for (struct km_ssh_conn *c = n->conns; c != NULL; c = c->next) {
+            if (c->id == id) {
+                snprintf(c->desc, sizeof c->desc, "conn %u from %s", c->id, label);
+            }
+        }
+    }
+    return r;
+}
+
+/* The client side once a socket exists (connecting, or already connected): libssh starts
+ * when the socket is writable. */
+static int dial_on_fd(struct km_ssh_node *n, int fd, const char *desc, const char *host,
+                      const struct km_pubkey *expected, const char *user, km_ssh_ready_cb cb,
+                      void *arg, struct km_ssh_conn **out)
+{
+    struct km_ssh_conn *c = conn_new(n, false);
+    if (c == NULL) {
+        close(fd);
+        return -ENOMEM;
+    }
+    c->fd = fd;
+    c->peer = *expected;
+    c->ready_cb = cb;
+    c->ready_arg = arg;
+    snprintf(c->user, sizeof c->user, "%s", user);
+    snprintf(c->desc, sizeof c->desc, "conn %u to %s", c->id, desc);
+    *out = c;
+    c->s = ssh_new();
+    int rc;
+    if (c->s == NULL) {
+        rc = -ENOMEM;
+        goto fail;
+    }
+    if ((rc = km__ssh_session_options(n, c->s)) != 0 ||
+        ssh_options_set(c->s, SSH_OPTIONS_HOST, host) != SSH_OK ||
+        ssh_options_set(c->s, SSH_OPTIONS_USER, user) != SSH_OK) {
+        rc = KM_ERR_SSH;
+        goto fail;
+    }
+    ssh_set_blocking(c->s, 0);
+    if ((rc = uv_poll_init(n->loop, &c->poll, fd)) != 0) {
+        goto fail;
+    }
+    c->poll.data = c;
+    c->state = KM_SSH_TCP;
+    (void)uv_timer_start(&c->timer, on_deadline, n->opts.connect_timeout_ms, 0);
+    update_poll(c);
+    return 0;
+fail:
+    /* Report through the return value, not the callback. */
+    c->ready_cb = NULL;
+    *out = NULL;
+    fail(c, rc);
+    return rc;
+}
+
+int km_ssh_dial_fd(struct km_ssh_node *n, int fd, const char *label,
+                   const struct km_pubkey *expected, const char *user, km_ssh_ready_cb cb,
+                   void *arg, struct km_ssh_conn **out)
+{
+    *out = NULL;
+    if (n->closing || n->n_conns >= n->opts.max_sessions) {
+        close(fd);
+        return n->closing ? KM_ERR_CLOSED : KM_ERR_TOO_LARGE;
+    }
+    return dial_on_fd(n, fd, label, "relay", expected, user, cb, arg, out);
+}
+
 int km_ssh_dial(struct km_ssh_node *n, const struct sockaddr *addr,
                 const struct km_pubkey *expected, const char *user, km_ssh_ready_cb cb, void *arg,
                 struct km_ssh_conn **out)
@@ -918,52 +995,14 @@ int km_ssh_dial(struct km_ssh_node *n, const struct sockaddr *addr,
         close(fd);
         return e;
     }
-    struct km_ssh_conn *c = conn_new(n, false);
-    if (c == NULL) {
-        close(fd);
-        return -ENOMEM;
-    }
-    c->fd = fd;
-    c->peer = *expected;
-    c->ready_cb = cb;
-    c->ready_arg = arg;
-    snprintf(c->user, sizeof c->user, "%s", user);
     char a[KM_ADDR_STRLEN];
-    snprintf(c->desc, sizeof c->desc, "conn %u to %s", c->id, km_addr_str(addr, a, sizeof a));
     char ip[INET6_ADDRSTRLEN] = "?";
     if (addr->sa_family == AF_INET6) {
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)addr)->sin6_addr, ip, sizeof ip);
     } else {
         inet_ntop(AF_INET, &((const struct sockaddr_in *)addr)->sin_addr, ip, sizeof ip);
     }
-    *out = c;
-    c->s = ssh_new();
-    int rc;
-    if (c->s == NULL) {
-        rc = -ENOMEM;
-        goto fail;
-    }
-    if ((rc = km__ssh_session_options(n, c->s)) != 0 ||
-        ssh_options_set(c->s, SSH_OPTIONS_HOST, ip) != SSH_OK ||
-        ssh_options_set(c->s, SSH_OPTIONS_USER, user) != SSH_OK) {
-        rc = KM_ERR_SSH;
-        goto fail;
-    }
-    ssh_set_blocking(c->s, 0);
-    if ((rc = uv_poll_init(n->loop, &c->poll, fd)) != 0) {
-        goto fail;
-    }
-    c->poll.data = c;
-    c->state = KM_SSH_TCP;
-    (void)uv_timer_start(&c->timer, on_deadline, n->opts.connect_timeout_ms, 0);
-    update_poll(c);
-    return 0;
-fail:
-    /* Report through the return value, not the callback. */
-    c->ready_cb = NULL;
-    *out = NULL;
-    fail(c, rc);
-    return rc;
+    return dial_on_fd(n, fd, km_addr_str(addr, a, sizeof a), ip, expected, user, cb, arg, out);
 }
 
 /* ---- channel opens ---- */
@@ -1194,4 +1233,14 @@ const char *km_ssh_conn_cipher(const struct km_ssh_conn *c)
 {
     const char *ci = c->s != NULL ? ssh_get_cipher_out(c->s) : NULL;
     return ci != NULL ? ci : "none";
+}
+
+int km_ssh_conn_peer_addr(const struct km_ssh_conn *c, struct sockaddr_storage *out)
+{
+    memset(out, 0, sizeof *out);
+    socklen_t len = sizeof *out;
+    if (c->fd < 0 || getpeername(c->fd, (struct sockaddr *)out, &len) != 0) {
+        return c->fd < 0 ? KM_ERR_CLOSED : -errno;
+    }
+    return out->ss_family == AF_INET || out->ss_family == AF_INET6 ? 0 : KM_ERR_UNSUPPORTED;
 }

@@ -8,10 +8,12 @@
 set -euo pipefail
 
 # Build and library dependencies (DESIGN.md section 2; docs/DEPENDENCIES.md says why each).
-LIBS=(libuv1-dev libsodium-dev libinih-dev libjansson-dev libcmocka-dev libssh-dev libldns-dev liblwip-dev)
+LIBS=(libuv1-dev libsodium-dev libinih-dev libjansson-dev libcmocka-dev libssh-dev libldns-dev
+      liblwip-dev libminiupnpc-dev libnatpmp-dev)
 BUILD=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format)
 # Real peers and tools the tests run against.
-TOOLS=(openssh-client openssh-server iputils-ping iperf3 valgrind curl iproute2 procps psmisc python3 file git knot-dnsutils bind9-dnsutils unbound knot avahi-daemon avahi-utils dbus)
+TOOLS=(openssh-client openssh-server iputils-ping iperf3 valgrind curl iproute2 procps psmisc python3 file git knot-dnsutils bind9-dnsutils unbound knot avahi-daemon avahi-utils dbus
+       nftables miniupnpd-nftables)
 
 want=("${LIBS[@]}" "${BUILD[@]}" "${TOOLS[@]}")
 if [[ "${1:-}" == --arm64 ]]; then

@@ -215,6 +215,7 @@ static const struct command commands[] = {
     {"connect", km_cmd_connect, "splice stdin/stdout to a mesh stream (ssh ProxyCommand)"},
     {"grant", km_cmd_grant, "issue a capability (an OpenSSH user certificate) to a key"},
     {"cap", km_cmd_cap, "add, list and revoke capabilities"},
+    {"ping", km_cmd_ping, "measure round trips to a node and show the path that answered"},
 };
 
 static void usage(FILE *f)

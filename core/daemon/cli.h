@@ -96,6 +96,7 @@ int km_cmd_peers(int argc, char **argv);
 int km_cmd_resolve(int argc, char **argv);
 int km_cmd_grant(int argc, char **argv);
 int km_cmd_cap(int argc, char **argv);
+int km_cmd_ping(int argc, char **argv);
 
 /* The whole CLI: `keymesh [--version] [--help] <command> [args]`. */
 int km_cli_main(int argc, char **argv);

@@ -44,7 +44,8 @@ static const char peers_help[] =
     "Usage: keymesh peers [options]\n"
     "\n"
     "List the peers the running daemon knows: configured ones and those connected, with the\n"
-    "state of the connection, the address in use, the cipher and the number of streams.\n"
+    "state of the connection, the path in use (direct or relay), its address, the cipher, the\n"
+    "number of streams, and the candidate paths the dialer knows for each.\n"
     "\n"
     "Options:\n"
     "      --json            print the peers array as JSON\n"
@@ -56,6 +57,25 @@ static const char *str_or_dash(json_t *o, const char *k)
     return v != NULL && v[0] != '\0' ? v : "-";
 }
 
+/* One line for the "nat"."portmap" object: "off", the announced mapping, or why there is
+ * none. */
+static void print_portmap(json_t *pm)
+{
+    const char *mode = json_string_value(json_object_get(pm, "mode"));
+    if (mode == NULL) {
+        return;
+    }
+    if (strcmp(mode, "off") == 0) {
+        printf("%-13s off\n", "portmap");
+    } else if (json_is_true(json_object_get(pm, "mapped"))) {
+        printf("%-13s %s %s (router says %s, lease %" JSON_INTEGER_FORMAT " s)\n", "portmap",
+               str_or_dash(pm, "method"), str_or_dash(pm, "announced"), str_or_dash(pm, "external"),
+               json_integer_value(json_object_get(pm, "lease_s")));
+    } else {
+        printf("%-13s %s: no mapping (%s)\n", "portmap", mode, str_or_dash(pm, "error"));
+    }
+}
+
 static int print_peers(json_t *reply, bool json)
 {
     json_t *peers = json_object_get(reply, "peers");
@@ -65,16 +85,23 @@ static int print_peers(json_t *reply, bool json)
     if (json) {
         return km_cli_print_json(json_incref(peers));
     }
-    printf("%-12s %-14s %-10s %-24s %-24s %s\n", "NAME", "NODE", "STATE", "ADDRESS", "CIPHER",
-           "STREAMS");
+    printf("%-12s %-14s %-10s %-6s %-24s %-24s %s\n", "NAME", "NODE", "STATE", "PATH", "ADDRESS",
+           "CIPHER", "STREAMS");
     size_t i;
     json_t *p;
     json_array_foreach (peers, i, p) {
         char node[16];
         snprintf(node, sizeof node, "%.12s..", str_or_dash(p, "node_id"));
-        printf("%-12s %-14s %-10s %-24s %-24s %" JSON_INTEGER_FORMAT "\n", str_or_dash(p, "name"),
-               node, str_or_dash(p, "state"), str_or_dash(p, "address"), str_or_dash(p, "cipher"),
+        printf("%-12s %-14s %-10s %-6s %-24s %-24s %" JSON_INTEGER_FORMAT "\n",
+               str_or_dash(p, "name"), node, str_or_dash(p, "state"), str_or_dash(p, "path"),
+               str_or_dash(p, "address"), str_or_dash(p, "cipher"),
                json_integer_value(json_object_get(p, "streams")));
+        size_t k;
+        json_t *cand;
+        json_array_foreach (json_object_get(p, "candidates"), k, cand) {
+            printf("%-12s %s %s\n", "", k == 0 ? "candidates:" : "           ",
+                   json_is_string(cand) ? json_string_value(cand) : "?");
+        }
     }
     return KM_EXIT_OK;
 }
@@ -176,6 +203,7 @@ static int status_or_peers(int argc, char **argv, const char *name, const char *
     json_object_foreach (reply, k, v) {
         print_value(k, v);
     }
+    print_portmap(json_object_get(json_object_get(reply, "nat"), "portmap"));
     json_decref(reply);
     return KM_EXIT_OK;
 }

@@ -74,13 +74,20 @@ enum single {
     S_TUN_MAX_FLOWS,
     S_CAP_ACCOUNT,
     S_CAP_SKEW,
+    S_NAT_PORTMAP,
+    S_NAT_LEASE,
+    S_NAT_RETRY,
+    S_NAT_EXT_ADDR,
+    S_GW_ENABLED,
+    S_GW_MAX_STREAMS,
+    S_GW_MAX_BYTES,
     S_N
 };
 
 /* Single-valued keys of a [peer NAME] section. */
-enum pkey { P_NODE, P_USER, P_ALLOW, P_EXIT, P_N };
+enum pkey { P_NODE, P_USER, P_ALLOW, P_EXIT, P_RELAY, P_N };
 
-static const char *const pkey_name[P_N] = {"node", "user", "allow", "exit"};
+static const char *const pkey_name[P_N] = {"node", "user", "allow", "exit", "relay"};
 
 struct parse {
     struct km_config *c;
@@ -646,6 +653,8 @@ static int peer_key(struct parse *p, const char *section, const char *key, const
         return set_bool(&peer->allow, section, key, value, err, errsz);
     case P_EXIT:
         return set_bool(&peer->exit, section, key, value, err, errsz);
+    case P_RELAY:
+        return set_bool(&peer->relay, section, key, value, err, errsz);
     case P_N:
     default:
         break;
@@ -745,6 +754,54 @@ static int set_single(struct parse *p, enum single s, const char *section, const
         return set_bool(&c->allow_unknown, section, key, value, err, errsz);
     case S_MDNS_ENABLED:
         return set_bool(&c->mdns_enabled, section, key, value, err, errsz);
+    case S_NAT_PORTMAP: {
+        bool on;
+        if (strcasecmp(value, "upnp") == 0) {
+            c->nat_portmap = KM_PORTMAP_UPNP;
+        } else if (strcasecmp(value, "natpmp") == 0) {
+            c->nat_portmap = KM_PORTMAP_NATPMP;
+        } else if (km_conf_bool(value, &on) == 0) {
+            c->nat_portmap = on ? KM_PORTMAP_ANY : KM_PORTMAP_OFF;
+        } else {
+            return bad_value(err, errsz, section, key, value, "on, off, upnp or natpmp");
+        }
+        return 0;
+    }
+    case S_NAT_LEASE: {
+        uint64_t ms;
+        if (km_conf_duration_ms(value, &ms) != 0 || ms < KM_PORTMAP_LEASE_MIN_S * 1000u ||
+            ms > KM_PORTMAP_LEASE_MAX_S * 1000u) {
+            return bad_value(err, errsz, section, key, value, "a duration from 2m to 1d (like 1h)");
+        }
+        c->nat_portmap_lease_s = (uint32_t)(ms / 1000);
+        return 0;
+    }
+    case S_NAT_RETRY: {
+        uint64_t ms;
+        if (km_conf_duration_ms(value, &ms) != 0 || ms < 1000 || ms > KM_PORTMAP_RETRY_MAX_MS) {
+            return bad_value(err, errsz, section, key, value,
+                             "a duration from 1s to 10m (like 30s)");
+        }
+        c->nat_portmap_retry_ms = (uint32_t)ms;
+        return 0;
+    }
+    case S_GW_ENABLED:
+        return set_bool(&c->gateway_enabled, section, key, value, err, errsz);
+    case S_GW_MAX_STREAMS:
+        return set_count(&c->gateway_max_streams, section, key, value, err, errsz);
+    case S_GW_MAX_BYTES:
+        if (km_conf_size(value, &c->gateway_max_bytes) != 0) {
+            return bad_value(err, errsz, section, key, value, "a size (like 10G; 0 = no limit)");
+        }
+        return 0;
+    case S_NAT_EXT_ADDR: {
+        struct in_addr a;
+        if (strlen(value) >= sizeof c->nat_external_address || inet_pton(AF_INET, value, &a) != 1) {
+            return bad_value(err, errsz, section, key, value, "an IPv4 address");
+        }
+        memcpy(c->nat_external_address, value, strlen(value) + 1);
+        return 0;
+    }
     case S_MDNS_IFACES: {
         /* Names separated by commas or blanks (IFNAMSIZ is 16 with the NUL). */
         c->n_mdns_ifaces = 0;
@@ -993,11 +1050,18 @@ static const struct {
     {"tun", "max_flows", S_TUN_MAX_FLOWS},
     {"cap", "account", S_CAP_ACCOUNT},
     {"cap", "clock_skew", S_CAP_SKEW},
+    {"nat", "portmap", S_NAT_PORTMAP},
+    {"nat", "portmap_lease", S_NAT_LEASE},
+    {"nat", "portmap_retry", S_NAT_RETRY},
+    {"nat", "external_address", S_NAT_EXT_ADDR},
+    {"gateway", "enabled", S_GW_ENABLED},
+    {"gateway", "max_streams", S_GW_MAX_STREAMS},
+    {"gateway", "max_bytes", S_GW_MAX_BYTES},
 };
 
-static const char *const sections[] = {"node",   "log",     "control", "mesh", "egress",
-                                       "socks5", "http",    "dns",     "mdns", "publish",
-                                       "cap",    "aliases", "tun"};
+static const char *const sections[] = {"node",   "log",  "control", "mesh",    "egress",
+                                       "socks5", "http", "dns",     "mdns",    "publish",
+                                       "cap",    "nat",  "gateway", "aliases", "tun"};
 
 static bool is_peer_section(const char *section)
 {
@@ -1024,7 +1088,7 @@ static int on_section(void *ctx, const char *section, int line, char *err, size_
     char q[QUOTE_LEN];
     msg(err, errsz,
         "unknown section [%s] (expected node, log, control, mesh, peer NAME, egress, socks5, "
-        "http, dns, mdns, publish, cap, aliases or tun)",
+        "http, dns, mdns, publish, cap, nat, gateway, aliases or tun)",
         esc(q, section));
     return KM_ERR_CONFIG;
 }
@@ -1055,6 +1119,22 @@ static int on_key(void *ctx, const char *section, const char *key, const char *v
     }
     if (strcmp(section, "cap") == 0 && strcmp(key, "account_for") == 0) {
         return add_account_for(p->c, section, key, value, err, errsz);
+    }
+    if (strcmp(section, "nat") == 0 && strcmp(key, "gateway") == 0) {
+        struct km_config *c = p->c;
+        if (c->n_nat_gateways >= KM_CONFIG_MAX_GATEWAYS) {
+            msg(err, errsz, "[nat] gateway: too many gateways (max %d)", KM_CONFIG_MAX_GATEWAYS);
+            return KM_ERR_CONFIG;
+        }
+        struct km_pubkey k;
+        if (km_node_id_parse(value, strlen(value), &k) != 0 &&
+            (!is_label(value) || strlen(value) >= sizeof c->nat_gateways[0])) {
+            return bad_value(err, errsz, section, key, value,
+                             "a node ID or the name of a [peer NAME] section");
+        }
+        memcpy(c->nat_gateways[c->n_nat_gateways], value, strlen(value) + 1);
+        lower(c->nat_gateways[c->n_nat_gateways++]);
+        return 0;
     }
     if (strcmp(section, "mesh") == 0 && strcmp(key, "expose") == 0) {
         return add_ports(p->c->mesh_expose, &p->c->n_mesh_expose, section, key, value, err, errsz);
@@ -1250,6 +1330,11 @@ void km_config_defaults(struct km_config *c)
     memcpy(c->tun_name, "keymesh0", sizeof "keymesh0");
     c->tun_mtu = 1500;
     c->tun_max_flows = 4096;
+    c->nat_portmap = KM_PORTMAP_ANY;
+    c->nat_portmap_lease_s = 3600;
+    c->nat_portmap_retry_ms = KM_PORTMAP_RETRY_MIN_MS;
+    c->gateway_max_streams = 64;
+    c->gateway_max_bytes = 0;
 }
 
 static void parse_init(struct parse *p, struct km_config *c)

@@ -10,6 +10,7 @@
 #include "core/conf.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "discovery/portmap.h"
 #include "identity/derive.h"
 #include "identity/key.h"
 
@@ -23,6 +24,7 @@
 #define KM_CONFIG_MAX_PORTS 32
 #define KM_CONFIG_MAX_OWNERS 16
 #define KM_CONFIG_MAX_ACCOUNTS 64
+#define KM_CONFIG_MAX_GATEWAYS 4
 
 enum km_cipher_pref {
     KM_CIPHER_AUTO = 0, /* AES-GCM when the CPU has AES instructions, else ChaCha20 */
@@ -47,6 +49,7 @@ struct km_config_peer {
     size_t n_expose;
     bool allow; /* `allow =`, may log in here; default true */
     bool exit;  /* `exit =`, may use this node as an egress exit; default false */
+    bool relay; /* `relay =`, may register with this node as its gateway; default false */
 };
 
 struct km_config_alias {
@@ -131,6 +134,21 @@ struct km_config {
     } cap_accounts[KM_CONFIG_MAX_ACCOUNTS]; /* `account_for = NODE-ID ACCOUNT`, repeatable */
     size_t n_cap_accounts;
     uint32_t cap_skew_s; /* `clock_skew =`, default 60 s */
+    /* [nat]: port mapping (docs/NAT.md) */
+    enum km_portmap_mode nat_portmap; /* `portmap = on|off|upnp|natpmp`, default on */
+    uint32_t nat_portmap_lease_s;     /* `portmap_lease`, default 1h (2m..1d) */
+    uint32_t nat_portmap_retry_ms;    /* `portmap_retry`: first retry after a failure, doubling
+                                         up to 10 min; default 30s (1s..10m) */
+    char nat_external_address[16];    /* `external_address`: IPv4 announced instead of what
+                                         the router reports; "" = the router's */
+    char nat_gateways[KM_CONFIG_MAX_GATEWAYS][64]; /* `gateway =`, repeatable: [peer NAME]
+                                                      labels or node IDs, resolved at use */
+    size_t n_nat_gateways;
+    /* [gateway]: relaying for registered nodes (docs/NAT.md) */
+    bool gateway_enabled;         /* `enabled`, default false */
+    uint64_t gateway_max_streams; /* `max_streams`: relayed streams at once per node, 64 */
+    uint64_t gateway_max_bytes;   /* `max_bytes`: relayed bytes per node (counted as streams
+                                     end); 0 = no limit (default) */
     /* [aliases] */
     struct km_config_alias aliases[KM_CONFIG_MAX_ALIASES];
     size_t n_aliases;

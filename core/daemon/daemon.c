@@ -382,7 +382,9 @@ static int start(struct km_daemon *d)
         (r = km_discover_start_dns(d->disc)) != 0 ||
         (r = km_discover_start_publish(d->disc, d->opts->dir)) != 0 ||
         (r = km_discover_start_gossip(d->disc, d->key)) != 0 ||
-        (r = km_discover_start_mdns(d->disc, d->key)) != 0) {
+        (r = km_discover_start_mdns(d->disc, d->key)) != 0 ||
+        (r = km_discover_start_portmap(d->disc)) != 0 ||
+        (r = km_discover_start_gateway(d->disc, d->ssh)) != 0) {
         return r;
     }
     if ((r = km_loop_watch_signals(d->loop, on_stop, on_reload, d)) != 0) {

@@ -14,11 +14,13 @@
 #include "core/addr.h"
 #include "core/log.h"
 #include "core/fsutil.h"
+#include "core/daemon/gateway.h"
 #include "discovery/dns.h"
 #include "discovery/announce.h"
 #include "discovery/dnsupdate.h"
 #include "discovery/mdns.h"
 #include "discovery/peers.h"
+#include "discovery/portmap.h"
 #include "identity/derive.h"
 #include "proto/mesh.h"
 
@@ -43,6 +45,7 @@ struct gossip_sess {
     struct km_stream *s;
     struct km_buf in;
     bool opener; /* we opened the channel: we send first, then read */
+    struct km_pubkey peer_key;
     char peer[16];
     struct gossip_sess *next;
 };
@@ -85,6 +88,11 @@ struct km_discover {
     size_t n_nets;
     uint64_t nets_at_ms;
     bool nets_valid;
+    struct km_portmap *pm; /* NULL when [nat] portmap is off */
+    struct km_portmap_state pm_st;
+    bool pm_failure_logged; /* a failure was logged since the last success */
+    bool pm_started;        /* km_discover_start_portmap was called */
+    struct km_gateway *gw;  /* registrations with gateways, and the gateway role */
 };
 
 /* ---- this machine's networks ---- */
@@ -221,6 +229,44 @@ static void load_config(struct km_discover *d)
     }
 }
 
+/* The public address and port the router maps to the mesh port, as a path (0 or 1). */
+static size_t mapped_path(const struct km_discover *d, struct km_path *out, size_t max)
+{
+    if (d->pm == NULL || !d->pm_st.mapped || max == 0) {
+        return 0;
+    }
+    memset(out, 0, sizeof *out);
+    struct sockaddr_in *in = (struct sockaddr_in *)&out->addr;
+    *in = d->pm_st.external;
+    /* A router that reports a wrong public address (e.g. behind another NAT that forwards
+     * the port) is corrected by [nat] external_address; the mapped port stays the router's. */
+    if (d->cfg->nat_external_address[0] != '\0') {
+        (void)inet_pton(AF_INET, d->cfg->nat_external_address, &in->sin_addr);
+    }
+    out->kind = KM_PATH_MAPPED;
+    out->source = KM_PATH_SRC_SELF;
+    return 1;
+}
+
+/* A relay path per gateway this node is registered with: the gateway's address and key. */
+static size_t relay_paths(const struct km_discover *d, struct km_path *out, size_t max)
+{
+    struct km_pubkey keys[KM_CONFIG_MAX_GATEWAYS];
+    struct sockaddr_storage addrs[KM_CONFIG_MAX_GATEWAYS];
+    size_t n = km_gateway_registered(d->gw, keys, addrs, KM_CONFIG_MAX_GATEWAYS);
+    size_t k = 0;
+    for (size_t i = 0; i < n && k < max; i++) {
+        memset(&out[k], 0, sizeof out[k]);
+        out[k].kind = KM_PATH_RELAY;
+        out[k].source = KM_PATH_SRC_SELF;
+        out[k].addr = addrs[i];
+        out[k].via = keys[i];
+        out[k].has_via = true;
+        k++;
+    }
+    return k;
+}
+
 /* This node's own paths: its mesh listeners, or every interface address for a wildcard. */
 static size_t self_paths(struct km_discover *d, struct km_path *out, size_t max)
 {
@@ -273,6 +319,8 @@ static size_t self_paths(struct km_discover *d, struct km_path *out, size_t max)
             n++;
         }
     }
+    n += mapped_path(d, out + n, max - n);
+    n += relay_paths(d, out + n, max - n);
     return n;
 }
 
@@ -552,6 +600,8 @@ static void gossip_send(struct gossip_sess *g, const struct km_pubkey *peer)
     km_buf_reset(&out);
 }
 
+static void gossip_push_except(struct km_discover *d, const struct km_pubkey *except);
+
 static void gossip_take_all(struct gossip_sess *g)
 {
     size_t n = 0;
@@ -563,6 +613,13 @@ static void gossip_take_all(struct gossip_sess *g)
     }
     if (n > 0) {
         KM_DEBUG("gossip %s: %zu new record(s)", g->peer, n);
+        if (g->d->cfg->gateway_enabled) {
+            /* A gateway is where nodes behind NAT meet: hand what it learned on to the other
+             * connected peers now, not at their next session (their records may be the
+             * only way they can find each other). Records are taken only when newer, so this
+             * ends. */
+            gossip_push_except(g->d, &g->peer_key);
+        }
     }
 }
 
@@ -598,6 +655,7 @@ static struct gossip_sess *gossip_new(struct km_discover *d, struct km_stream *s
     g->d = d;
     g->s = s;
     g->opener = opener;
+    g->peer_key = *peer;
     char id[KM_NODE_ID_LEN + 1];
     km_node_id(peer, id);
     snprintf(g->peer, sizeof g->peer, "%.12s", id);
@@ -682,6 +740,12 @@ static void collect_connected(void *arg, const struct km_mesh_peer_info *info)
  * change of paths does not wait for the next session. */
 static void gossip_push(struct km_discover *d)
 {
+    gossip_push_except(d, NULL);
+}
+
+/* Offer our records to every connected peer but except (NULL: all). */
+static void gossip_push_except(struct km_discover *d, const struct km_pubkey *except)
+{
     struct km_mesh *m = km_router_mesh(d->router);
     if (m == NULL || d->stopping) {
         return;
@@ -689,6 +753,9 @@ static void gossip_push(struct km_discover *d)
     struct connected c = {.n = 0};
     km_mesh_foreach(m, collect_connected, &c);
     for (size_t i = 0; i < c.n; i++) {
+        if (except != NULL && km_pubkey_equal(&c.keys[i], except)) {
+            continue;
+        }
         struct gossip_open *o = malloc(sizeof *o);
         if (o == NULL) {
             return;
@@ -791,6 +858,94 @@ static void refresh_own_record(struct km_discover *d)
     }
 }
 
+/* ---- port mapping (docs/NAT.md) ---- */
+
+static void on_portmap(void *arg, const struct km_portmap_state *st)
+{
+    struct km_discover *d = arg;
+    bool was = d->pm_st.mapped;
+    struct sockaddr_in old = d->pm_st.external;
+    d->pm_st = *st;
+    char a[KM_ADDR_STRLEN];
+    if (st->mapped) {
+        d->pm_failure_logged = false;
+        if (!was || memcmp(&old, &st->external, sizeof old) != 0) {
+            KM_INFO("portmap: %s maps %s to mesh port %u (lease %u s)",
+                    km_portmap_method_name(st->method),
+                    km_addr_str((const struct sockaddr *)&st->external, a, sizeof a),
+                    d->cfg->mesh_listen[0].port, st->lease_s);
+        }
+    } else if (!d->pm_failure_logged) {
+        /* The first failure since start or since the last success, once; the retries (and a
+         * router whose answers change from one to the next) go to the debug log. */
+        d->pm_failure_logged = true;
+        KM_INFO("portmap: %s%s; retrying in the background", was ? "mapping lost: " : "",
+                st->error);
+    } else {
+        KM_DEBUG("portmap: attempt %llu failed: %s", (unsigned long long)st->attempts, st->error);
+    }
+    if (was != st->mapped || memcmp(&old, &st->external, sizeof old) != 0) {
+        refresh_own_record(d); /* the mapped path appeared, moved or went */
+    }
+}
+
+static void portmap_start(struct km_discover *d)
+{
+    const struct km_config *c = d->cfg;
+    if (c->nat_portmap == KM_PORTMAP_OFF || c->n_mesh_listen == 0 || d->stopping) {
+        return;
+    }
+    struct km_portmap_opts o;
+    km_portmap_opts_default(&o);
+    o.mode = c->nat_portmap;
+    o.port = c->mesh_listen[0].port;
+    o.lease_s = c->nat_portmap_lease_s;
+    o.retry_min_ms = c->nat_portmap_retry_ms;
+    memset(&d->pm_st, 0, sizeof d->pm_st);
+    d->pm_failure_logged = false;
+    int r = km_portmap_new(d->loop, &o, on_portmap, d, &d->pm);
+    if (r != 0) {
+        KM_WARN_R(r, "portmap: cannot start");
+        d->pm = NULL;
+        return;
+    }
+    KM_DEBUG("portmap: asking the router for port %u (%s)", o.port, km_portmap_mode_name(o.mode));
+}
+
+static void portmap_stop(struct km_discover *d)
+{
+    km_portmap_close(d->pm); /* deletes a held mapping, then frees itself */
+    d->pm = NULL;
+    memset(&d->pm_st, 0, sizeof d->pm_st);
+}
+
+static void on_gateway_changed(void *arg)
+{
+    refresh_own_record(arg); /* a relay path appeared or went */
+}
+
+int km_discover_start_gateway(struct km_discover *d, struct km_ssh_node *node)
+{
+    int r = km_gateway_new(d->loop, d->cfg, d->router, on_gateway_changed, d, &d->gw);
+    if (r != 0) {
+        return r;
+    }
+    km_gateway_start(d->gw, node, km_router_mesh(d->router));
+    return 0;
+}
+
+void km_discover_gateway_stats(const struct km_discover *d, struct km_gateway_stats *out)
+{
+    km_gateway_stats(d->gw, out);
+}
+
+int km_discover_start_portmap(struct km_discover *d)
+{
+    d->pm_started = true;
+    portmap_start(d);
+    return 0;
+}
+
 static void on_own_timer(uv_timer_t *t)
 {
     refresh_own_record(t->data);
@@ -891,7 +1046,19 @@ int km_discover_start_publish(struct km_discover *d, const char *state_dir)
 
 void km_discover_set_config(struct km_discover *d, const struct km_config *cfg)
 {
+    bool restart_pm = d->pm_started && (cfg->nat_portmap != d->cfg->nat_portmap ||
+                                        cfg->nat_portmap_lease_s != d->cfg->nat_portmap_lease_s ||
+                                        cfg->nat_portmap_retry_ms != d->cfg->nat_portmap_retry_ms ||
+                                        (cfg->n_mesh_listen > 0 && d->cfg->n_mesh_listen > 0 &&
+                                         cfg->mesh_listen[0].port != d->cfg->mesh_listen[0].port));
     d->cfg = cfg;
+    if (d->gw != NULL) {
+        km_gateway_set_config(d->gw, cfg);
+    }
+    if (restart_pm) {
+        portmap_stop(d);
+        portmap_start(d);
+    }
     d->nets_valid = false; /* [vpn] interfaces may have changed what a path's kind is */
     load_config(d);
     refresh_own_record(d);
@@ -905,7 +1072,15 @@ int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_t
     size_t n = km_peers_paths(d->peers, peer, uv_now(d->loop), paths, KM_MESH_MAX_ADDRS);
     for (size_t i = 0; i < n; i++) {
         if (paths[i].kind == KM_PATH_RELAY) {
-            continue; /* relays arrive with the NAT work */
+            /* Through the gateway named by its key (docs/NAT.md); each gateway once. */
+            bool dup = !paths[i].has_via || km_pubkey_equal(&paths[i].via, peer);
+            for (size_t k = 0; k < out->n_relays && !dup; k++) {
+                dup = km_pubkey_equal(&out->relays[k], &paths[i].via);
+            }
+            if (!dup && out->n_relays < KM_MESH_MAX_RELAYS) {
+                out->relays[out->n_relays++] = paths[i].via;
+            }
+            continue;
         }
         if (in_mesh_prefix(d, (const struct sockaddr *)&paths[i].addr)) {
             continue; /* a VIP routes into our own TUN device: never a way to reach a peer */
@@ -919,7 +1094,7 @@ int km_discover_lookup(void *arg, const struct km_pubkey *peer, struct km_mesh_t
         }
     }
     snprintf(out->user, sizeof out->user, "%s", user);
-    return out->n_addrs > 0 ? 0 : KM_ERR_NOT_FOUND;
+    return out->n_addrs > 0 || out->n_relays > 0 ? 0 : KM_ERR_NOT_FOUND;
 }
 
 void km_discover_report(void *arg, const struct km_pubkey *peer, const struct sockaddr *addr,
@@ -968,6 +1143,12 @@ void km_discover_stats(const struct km_discover *d, struct km_discover_stats *ou
         out->publish_failed = us.failed;
         out->publish_last = km_dnsupdate_result_name(us.last);
     }
+    out->portmap_mode = d->cfg->nat_portmap;
+    out->portmap_on = d->pm != NULL;
+    if (d->pm != NULL) {
+        km_portmap_get(d->pm, &out->portmap);
+    }
+    out->n_mapped = mapped_path(d, &out->mapped, 1);
 }
 
 static void on_timer_closed(uv_handle_t *h)
@@ -1001,6 +1182,8 @@ static void on_pub_timeout(uv_timer_t *t)
 void km_discover_stop(struct km_discover *d)
 {
     d->stopping = true;
+    portmap_stop(d);
+    km_gateway_stop(d->gw);
     if (d->own_timer_init && !uv_is_closing((uv_handle_t *)&d->own_timer)) {
         uv_close((uv_handle_t *)&d->own_timer, on_timer_closed);
     }
@@ -1033,6 +1216,7 @@ void km_discover_free(struct km_discover *d)
     }
     km_discover_stop(d);
     km_dnsupdate_close(d->pub); /* when the loop was never run to let the removal finish */
+    km_gateway_free(d->gw);
     km_peers_free(d->peers);
     free(d);
 }

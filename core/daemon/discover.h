@@ -10,6 +10,7 @@
 #include "core/daemon/config.h"
 #include "core/daemon/router.h"
 #include "discovery/path.h"
+#include "discovery/portmap.h"
 #include "identity/key.h"
 #include "proto/mesh.h"
 
@@ -37,7 +38,22 @@ KM_MUST_CHECK int km_discover_start_gossip(struct km_discover *d, const struct k
  * off (returns 0); found peers feed the table. */
 KM_MUST_CHECK int km_discover_start_mdns(struct km_discover *d, const struct km_key *key);
 
-/* A reloaded configuration: re-seed the configured peer addresses. */
+/* Ask the router for a mapping of the mesh port when [nat] portmap is on, and announce the
+ * public address:port as a `mapped` path while it is held (docs/NAT.md). Failures are
+ * logged once each and retried in the background; returns 0. */
+KM_MUST_CHECK int km_discover_start_portmap(struct km_discover *d);
+
+/* Register with the configured gateways and take the gateway role when enabled
+ * (core/daemon/gateway.h); node is the SSH node relayed sessions run on. Relay paths of the
+ * registered gateways join this node's signed record. Returns 0 or -ENOMEM. */
+KM_MUST_CHECK int km_discover_start_gateway(struct km_discover *d, struct km_ssh_node *node);
+
+struct km_gateway_stats;
+/* Gateway counters for status (zeros before km_discover_start_gateway). */
+void km_discover_gateway_stats(const struct km_discover *d, struct km_gateway_stats *out);
+
+/* A reloaded configuration: re-seed the configured peer addresses; restart port mapping when
+ * its keys or the mesh port changed. */
 void km_discover_set_config(struct km_discover *d, const struct km_config *cfg);
 
 /* The mesh's lookup hook (arg: the km_discover): the peer's candidate addresses, best
@@ -65,7 +81,12 @@ struct km_discover_stats {
     size_t mdns_sockets;      /* 0 when LAN discovery is off */
     uint64_t publish_ok;      /* DNS UPDATE transactions that succeeded */
     uint64_t publish_failed;
-    const char *publish_last; /* result of the last one, or NULL when not publishing */
+    const char *publish_last;          /* result of the last one, or NULL when not publishing */
+    enum km_portmap_mode portmap_mode; /* as configured */
+    bool portmap_on;                   /* a port mapper runs */
+    struct km_portmap_state portmap;   /* its state when it runs */
+    struct km_path mapped;             /* the announced mapped path, when n_mapped is 1 */
+    size_t n_mapped;
 };
 void km_discover_stats(const struct km_discover *d, struct km_discover_stats *out);
 

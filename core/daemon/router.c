@@ -59,7 +59,17 @@ struct km_router {
     struct km_egress_req *reqs; /* every request in flight, for cancellation at free */
     struct km_router_gossip gossip;
     char dir[KM_CONFIG_PATH_MAX]; /* state directory (capability files); "" = none */
+    struct km_router_nat nat;
 };
+
+/* A reserved gateway-protocol host: "...@keymesh" (never a DNS name). */
+static bool is_nat_host(const char *host)
+{
+    static const char sfx[] = "@keymesh";
+    size_t n = strlen(host);
+    return n >= sizeof sfx - 1 && strcmp(host + n - (sizeof sfx - 1), sfx) == 0 &&
+           strcmp(host, KM_GOSSIP_HOST) != 0 && strcmp(host, KM_PING_HOST) != 0;
+}
 
 /* ---- names ---- */
 
@@ -575,6 +585,9 @@ static int hook_allow_direct(void *arg, const struct km_pubkey *peer,
         return 0; /* a round trip reveals nothing the login did not */
     }
     struct km_router *r = arg;
+    if (is_nat_host(host)) {
+        return r->nat.allow != NULL ? r->nat.allow(r->nat.arg, peer, host, port) : KM_ERR_REFUSED;
+    }
     if (grant != NULL) {
         return grant_allows(r, grant, host, port);
     }
@@ -592,6 +605,19 @@ static int hook_allow_direct(void *arg, const struct km_pubkey *peer,
     return p != NULL && p->exit ? 0 : KM_ERR_REFUSED;
 }
 
+static void ping_on_data(struct km_stream *s, const uint8_t *data, size_t len)
+{
+    (void)s;
+    (void)data;
+    (void)len; /* a ping channel carries nothing; whatever comes is dropped */
+}
+
+static void ping_on_end(struct km_stream *s, int err)
+{
+    (void)err;
+    km_stream_close(s);
+}
+
 static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,
                            struct km_ssh_direct *d)
 {
@@ -602,10 +628,18 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
         return;
     }
     if (strcmp(host, KM_PING_HOST) == 0) {
+        /* The confirmation is the answer; the pinger closes the channel. Closing it here at
+         * once could overtake the confirmation in libssh. */
         struct km_stream *s;
         if (km_ssh_direct_accept(d, &s) == 0) {
-            km_stream_close(s); /* the open confirmation was the answer */
+            s->on_data = ping_on_data;
+            s->on_end = ping_on_end;
+            km_stream_read_start(s);
         }
+        return;
+    }
+    if (is_nat_host(host)) {
+        r->nat.on_direct(r->nat.arg, peer, host, port, d); /* allow checked it is set */
         return;
     }
     struct km_egress_req *q = req_new(r, host, port);
@@ -651,7 +685,7 @@ int km_router_ping(struct km_router *r, const uint8_t vip[16], km_router_ping_cb
     }
     p->cb = cb;
     p->arg = arg;
-    int rc = km_mesh_open(r->mesh, &key, KM_PING_HOST, 7, on_ping_open, p, &p->req);
+    int rc = km_mesh_open(r->mesh, &key, KM_PING_HOST, 1, on_ping_open, p, &p->req);
     if (rc != 0) {
         free(p);
         return rc;
@@ -667,6 +701,11 @@ void km_router_ping_cancel(void *handle)
         km_mesh_cancel(p->req);
         free(p);
     }
+}
+
+void km_router_set_nat(struct km_router *r, const struct km_router_nat *n)
+{
+    r->nat = *n;
 }
 
 void km_router_set_gossip(struct km_router *r, const struct km_router_gossip *g)

@@ -41,15 +41,16 @@ void km_router_set_config(struct km_router *r, const struct km_config *cfg);
  * not a DNS name, so it never collides with a real destination. */
 #define KM_GOSSIP_HOST "gossip@keymesh"
 
-/* The reserved direct-tcpip target of a mesh round trip (docs/PROTOCOL.md section 4): the
- * peer opens the channel and closes it at once; a peer that does not know it refuses it,
- * which is as good an answer. */
+/* The reserved direct-tcpip target of a mesh round trip (docs/PROTOCOL.md section 7): any
+ * authenticated peer may open it; the node confirms the channel and sends nothing, and the
+ * opener closes it, so the time from open to confirmation is one round trip over the session.
+ * A peer that does not know the name refuses the open, which is as good an answer. */
 #define KM_PING_HOST "ping@keymesh"
 
 /* A round trip to the node whose VIP is vip, over its mesh connection (dialled if needed):
  * cb(arg, 0) when the peer answered, or an error (KM_ERR_NOT_FOUND: no known node has that
  * VIP; KM_ERR_UNREACHABLE ...). Returns 0 with a handle for km_router_ping_cancel, or an error
- * (then cb is never called). Never synchronous. */
+ * (then cb is never called). Never synchronous. Used by the TUN device for ICMPv6 echo. */
 typedef void (*km_router_ping_cb)(void *arg, int err);
 KM_MUST_CHECK int km_router_ping(struct km_router *r, const uint8_t vip[16], km_router_ping_cb cb,
                                  void *arg, void **handle);
@@ -72,6 +73,16 @@ struct km_router_vips {
     void *arg;
 };
 void km_router_set_vips(struct km_router *r, const struct km_router_vips *v);
+/* Who handles the gateway protocol (docs/PROTOCOL.md section 6): every direct-tcpip request
+ * for a reserved host ending in "@keymesh" other than gossip. allow decides (0 or
+ * KM_ERR_REFUSED); on_direct then answers the request. */
+struct km_router_nat {
+    int (*allow)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port);
+    void (*on_direct)(void *arg, const struct km_pubkey *peer, const char *host, uint16_t port,
+                      struct km_ssh_direct *d);
+    void *arg;
+};
+void km_router_set_nat(struct km_router *r, const struct km_router_nat *n);
 
 /* The mesh set with km_router_set_mesh, or NULL. */
 struct km_mesh *km_router_mesh(const struct km_router *r);

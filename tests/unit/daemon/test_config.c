@@ -30,7 +30,7 @@ static const uint8_t PK2[32] = {0x3d, 0x40, 0x17, 0xc3, 0xe8, 0x43, 0x89, 0x5a, 
 #define LISTEN_EXPECT "(expected HOST:PORT with an IP literal, [IPV6]:PORT or PORT, port 1-65535)"
 #define SECTIONS                                                                                \
     "(expected node, log, control, mesh, peer NAME, egress, socks5, http, dns, mdns, publish, " \
-    "cap, aliases or tun)"
+    "cap, nat, gateway, aliases or tun)"
 #define PORTS_EXPECT "a port list (expected ports 1-65535 separated by commas or spaces)"
 #define DURATION_EXPECT                                                                   \
     "a duration (expected a number with unit ms, s, m, h or d, such as 30s; at most 366 " \
@@ -493,6 +493,38 @@ static void chk_two_peers(const struct km_config *c)
     "/run/keymesh/xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx" \
     "xxxxxxxxxxxx.sock"
 
+static void chk_nat_off(const struct km_config *c)
+{
+    assert_int_equal(c->nat_portmap, KM_PORTMAP_OFF);
+}
+
+static void chk_nat_upnp(const struct km_config *c)
+{
+    assert_int_equal(c->nat_portmap, KM_PORTMAP_UPNP);
+    assert_int_equal(c->nat_portmap_lease_s, 120);
+    assert_int_equal(c->nat_portmap_retry_ms, 1000);
+    assert_string_equal(c->nat_external_address, "192.0.2.11");
+}
+
+static void chk_gateway(const struct km_config *c)
+{
+    assert_true(c->gateway_enabled);
+    assert_int_equal(c->gateway_max_streams, 3);
+    assert_int_equal(c->gateway_max_bytes, 1u << 30);
+    assert_true(c->peers[0].relay);
+    assert_int_equal(c->n_nat_gateways, 2);
+    assert_string_equal(c->nat_gateways[0], "x");
+    assert_string_equal(c->nat_gateways[1], ID2);
+}
+
+static void chk_nat_natpmp(const struct km_config *c)
+{
+    assert_int_equal(c->nat_portmap, KM_PORTMAP_NATPMP);
+    assert_int_equal(c->nat_portmap_lease_s, 86400);
+    assert_int_equal(c->nat_portmap_retry_ms, 600000);
+    assert_string_equal(c->nat_external_address, "");
+}
+
 static const struct good_case good_cases[] = {
     {"[node]\nkey_file = keys/me.key\n", chk_key_rel},
     {"[node]\nkey_file = /a b/c\n", chk_key_spaces},
@@ -581,6 +613,15 @@ static const struct good_case good_cases[] = {
     {"[peer " ID1 "]\n[mesh]\n[peer b]\nnode = " ID2 "\n", chk_two_peers},
     /* The same key under an alias and a peer name is fine; only names must be unique. */
     {"[aliases]\nlaptop = " ID1 "\n[peer lap]\nnode = " ID1 "\n", NULL},
+    /* [nat] */
+    {"[nat]\nportmap = off\n", chk_nat_off},
+    {"[nat]\nportmap = UPnP\nportmap_lease = 2m\nportmap_retry = 1s\n"
+     "external_address = 192.0.2.11\n",
+     chk_nat_upnp},
+    {"[nat]\nportmap = natpmp\nportmap_lease = 1d\nportmap_retry = 10m\n", chk_nat_natpmp},
+    {"[gateway]\nenabled = on\nmax_streams = 3\nmax_bytes = 1G\n[peer x]\nnode = " ID1
+     "\nrelay = true\n[nat]\ngateway = x\ngateway = " ID2 "\n",
+     chk_gateway},
 };
 
 static void test_good_table(void **state)
@@ -652,6 +693,34 @@ static const struct bad_case bad_cases[] = {
      "k.conf:3: [socks5] duplicate key \"enabled\" (first set on line 2)"},
     {"[http]\nenabled = true\nenabled = false\n",
      "k.conf:3: [http] duplicate key \"enabled\" (first set on line 2)"},
+    /* [nat] */
+    {"[nat]\nportmap = maybe\n",
+     "k.conf:2: [nat] portmap: \"maybe\" is not on, off, upnp or natpmp"},
+    {"[nat]\nportmap = on\nportmap = off\n",
+     "k.conf:3: [nat] duplicate key \"portmap\" (first set on line 2)"},
+    {"[nat]\nportmap_lease = 119s\n",
+     "k.conf:2: [nat] portmap_lease: \"119s\" is not a duration from 2m to 1d (like 1h)"},
+    {"[nat]\nportmap_lease = 2d\n",
+     "k.conf:2: [nat] portmap_lease: \"2d\" is not a duration from 2m to 1d (like 1h)"},
+    {"[nat]\nportmap_retry = 999ms\n",
+     "k.conf:2: [nat] portmap_retry: \"999ms\" is not a duration from 1s to 10m (like 30s)"},
+    {"[nat]\nexternal_address = 2001:db8::1\n",
+     "k.conf:2: [nat] external_address: \"2001:db8::1\" is not an IPv4 address"},
+    {"[nat]\nexternal_address = 192.0.2.256\n",
+     "k.conf:2: [nat] external_address: \"192.0.2.256\" is not an IPv4 address"},
+    {"[nat]\nexternal_address = 192.0.2.1111111111111\n",
+     "k.conf:2: [nat] external_address: \"192.0.2.1111111111111\" is not an IPv4 address"},
+    {"[nat]\ngateway = -x\n",
+     "k.conf:2: [nat] gateway: \"-x\" is not a node ID or the name of a [peer NAME] section"},
+    {"[nat]\ngateway = a\ngateway = b\ngateway = c\ngateway = d\ngateway = e\n",
+     "k.conf:6: [nat] gateway: too many gateways (max 4)"},
+    {"[gateway]\nenabled = maybe\n",
+     "k.conf:2: [gateway] enabled: \"maybe\" is not a boolean (expected true or false)"},
+    {"[gateway]\nmax_streams = 0\n",
+     "k.conf:2: [gateway] max_streams: \"0\" is not a number from 1 to 65535"},
+    {"[gateway]\nmax_bytes = lots\n",
+     "k.conf:2: [gateway] max_bytes: \"lots\" is not a size (like 10G; 0 = no limit)"},
+    {"[gateway]\nallow = x\n", "k.conf:2: unknown key \"allow\" in [gateway]"},
     /* Bad values, every key. */
     {"[node]\nkey_file =\n", "k.conf:2: [node] key_file: empty value (expected a path)"},
     {"[node]\nsuffix =\n", "k.conf:2: [node] suffix: \"\" is not a DNS suffix (expected labels "
