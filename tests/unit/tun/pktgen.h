@@ -14,7 +14,8 @@ struct pg_tcp {
     uint16_t sport, dport;
     uint32_t seq, ack;
     uint8_t flags;
-    uint8_t off_words; /* 0 = 5 */
+    uint8_t off_words; /* 0 = 5, or 6 with mss */
+    uint16_t mss;      /* non-zero: an MSS option */
     const void *data;
     size_t len;
 };
@@ -51,7 +52,8 @@ static inline void pg_ip6(uint8_t *out, const char *src, const char *dst, size_t
 /* A TCP segment with a correct checksum; returns its length. */
 static inline size_t pg_tcp(uint8_t *out, const struct pg_tcp *t)
 {
-    size_t hl = (size_t)(t->off_words ? t->off_words : 5) * 4u;
+    uint8_t words = t->off_words ? t->off_words : t->mss ? 6 : 5;
+    size_t hl = (size_t)words * 4u;
     size_t tl = (hl < 20 ? 20 : hl) + t->len;
     pg_ip6(out, t->src, t->dst, tl, 6);
     uint8_t *h = out + KM_PKT_IP6_HLEN;
@@ -60,7 +62,12 @@ static inline size_t pg_tcp(uint8_t *out, const struct pg_tcp *t)
     pg_put16(h + 2, t->dport);
     pg_put32(h + 4, t->seq);
     pg_put32(h + 8, t->ack);
-    h[12] = (uint8_t)((t->off_words ? t->off_words : 5) << 4);
+    h[12] = (uint8_t)(words << 4);
+    if (t->mss != 0 && hl >= 24) {
+        h[20] = 2; /* MSS option */
+        h[21] = 4;
+        pg_put16(h + 22, t->mss);
+    }
     h[13] = t->flags;
     pg_put16(h + 14, 65535);
     if (t->len > 0) {
