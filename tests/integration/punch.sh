@@ -194,6 +194,7 @@ if [ "$FAIL" -gt 0 ]; then
         echo "--- $f"
         grep -v 'debug' "$f" | tail -30
         grep -i 'punch' "$f" | tail -20
+        grep -A40 'ERROR: AddressSanitizer' "$f" | grep -E 'ERROR|#[0-9]|freed by|allocated by'
     done
 fi
 finish
