@@ -52,6 +52,8 @@ struct peer {
     struct km_mesh_req *relay_req; /* a stream to a gateway being opened for a relayed dial */
     size_t relay_idx;              /* next entry of target.relays to try */
     bool relayed;                  /* conn runs through a gateway */
+    bool punched;                  /* conn is a punched TCP connection */
+    bool dialled;                  /* conn is one we dialled (not accepted) */
     /* Upgrading a relayed conn to a direct one in the background (docs/NAT.md). */
     struct km_ssh_conn *upgrade;   /* a direct dial in flight */
     struct km_ssh_conn *retiring;  /* the replaced relayed conn, closed once it has no stream */
@@ -72,6 +74,8 @@ struct km_mesh {
     void *lookup_arg;
     struct peer *peers;
     struct km_mesh_req *failed;
+    km_mesh_punch_cb punch;
+    void *punch_arg;
     uv_timer_t sweep;
     uv_timer_t defer;
     unsigned pending_closes;
@@ -202,6 +206,8 @@ static void on_dialled(struct km_ssh_conn *c, int err, void *arg)
             p->backoff_ms = 0;
             p->fatal = false;
             p->relayed = idx >= p->target.n_addrs;
+            p->punched = false;
+            p->dialled = true;
             p->upgrade_backoff_ms = 0;
             p->next_upgrade_ms = now_ms(m) + UPGRADE_MIN_MS;
             if (!p->relayed) {
@@ -382,6 +388,7 @@ static void on_upgrade_dialled(struct km_ssh_conn *c, int err, void *arg)
     p->retiring = p->conn;
     p->conn = c;
     p->relayed = false;
+    p->punched = false;
     p->upgrade_backoff_ms = 0;
     km_addr_str((const struct sockaddr *)&p->utarget.addrs[idx], p->addr, sizeof p->addr);
     KM_INFO("mesh peer %s...: moved from the relay to a direct connection at %s", p->id, p->addr);
@@ -404,6 +411,11 @@ static void upgrade_next(struct km_mesh *m, struct peer *p)
 
 static void upgrade_start(struct km_mesh *m, struct peer *p)
 {
+    if (m->punch != NULL && p->dialled) {
+        /* In parallel; km_mesh_punched hands in a result. Only the side that dialled the
+         * relayed session asks, so the two nodes do not punch with crossed roles. */
+        m->punch(m->punch_arg, &p->key);
+    }
     memset(&p->utarget, 0, sizeof p->utarget);
     if (m->lookup(m->lookup_arg, &p->key, &p->utarget) != 0 || p->utarget.n_addrs == 0) {
         upgrade_later(m, p);
@@ -606,20 +618,78 @@ void km_mesh_cancel(struct km_mesh_req *r)
     }
 }
 
+void km_mesh_set_punch(struct km_mesh *m, km_mesh_punch_cb cb, void *arg)
+{
+    m->punch = cb;
+    m->punch_arg = arg;
+}
+
+/* Put c in place of p's relayed conn, which retires (closed once it has no stream). */
+static void replace_relayed(struct peer *p, struct km_ssh_conn *c)
+{
+    if (p->retiring != NULL) {
+        km_ssh_conn_close(p->retiring);
+    }
+    p->retiring = p->conn;
+    p->conn = c;
+    p->relayed = false;
+    p->upgrade_backoff_ms = 0;
+}
+
+void km_mesh_punched(struct km_mesh *m, struct km_ssh_conn *c, const struct sockaddr *addr)
+{
+    struct peer *p = m->closing ? NULL : get_peer(m, km_ssh_conn_peer(c));
+    if (p == NULL || (p->conn != NULL && !p->relayed)) {
+        km_ssh_conn_close(c); /* nothing to replace: a direct conn is in use already */
+        return;
+    }
+    if (p->conn != NULL) {
+        replace_relayed(p, c);
+    } else {
+        p->conn = c;
+        p->relayed = false;
+        p->backoff_ms = 0;
+    }
+    p->punched = true;
+    p->dialled = true;
+    char a[KM_ADDR_STRLEN];
+    snprintf(p->addr, sizeof p->addr, "%s", km_addr_str(addr, a, sizeof a));
+    KM_INFO("mesh peer %s...: moved from the relay to a punched connection at %s", p->id, p->addr);
+    if (p->n_dials == 0) {
+        issue_waiting(m, p);
+    }
+}
+
 void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c)
 {
     if (m->closing || !km_ssh_conn_reverse_ok(c)) {
         return;
     }
     struct peer *p = get_peer(m, km_ssh_conn_peer(c));
-    if (p == NULL || p->conn != NULL) {
+    if (p == NULL) {
+        return;
+    }
+    /* A session over a relayed stream has no TCP peer address of its own. */
+    struct sockaddr_storage ss;
+    bool relayed = km_ssh_conn_peer_addr(c, &ss) == KM_ERR_UNSUPPORTED;
+    if (p->conn != NULL && p->relayed && !relayed) {
+        /* The peer reached us directly (its upgrade, or a punched connection we answered):
+         * the relayed session retires. */
+        replace_relayed(p, c);
+        p->punched = false;
+        p->dialled = false;
+        snprintf(p->addr, sizeof p->addr, "(accepted)");
+        KM_INFO("mesh peer %s...: moved from the relay to a connection it opened", p->id);
+        return;
+    }
+    if (p->conn != NULL) {
         return;
     }
     p->conn = c;
     p->backoff_ms = 0;
-    /* A session over a relayed stream has no TCP peer address of its own. */
-    struct sockaddr_storage ss;
-    p->relayed = km_ssh_conn_peer_addr(c, &ss) == KM_ERR_UNSUPPORTED;
+    p->relayed = relayed;
+    p->punched = false;
+    p->dialled = false;
     snprintf(p->addr, sizeof p->addr, "%s", p->relayed ? "(accepted, relayed)" : "(accepted)");
     if (p->n_dials == 0) {
         issue_waiting(m, p);
@@ -655,6 +725,7 @@ void km_mesh_foreach(const struct km_mesh *m, km_mesh_peer_cb cb, void *arg)
             .streams = p->conn != NULL ? km_ssh_conn_channels(p->conn) : 0,
             .last_err = p->last_err,
             .relayed = p->conn != NULL && p->relayed,
+            .punched = p->conn != NULL && p->punched,
         };
         i.state = p->conn != NULL                          ? "connected"
                   : p->n_dials > 0 || p->relay_req != NULL ? "dialing"

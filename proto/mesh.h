@@ -8,7 +8,9 @@
  * a refused host key or authentication fails the waiting requests at once. Connections idle
  * for idle_timeout_ms are closed. A relayed connection (through a gateway, after every
  * direct address failed) keeps trying the direct addresses in the background with backoff
- * (1 s doubling to 60 s) and hands over to the first that works. */
+ * (1 s doubling to 60 s) and hands over to the first that works; each round also asks the
+ * punch hook (if set) to coordinate a TCP hole punch through the gateways, whose connection
+ * is handed in with km_mesh_punched. */
 #ifndef KM_PROTO_MESH_H
 #define KM_PROTO_MESH_H
 
@@ -79,8 +81,20 @@ KM_MUST_CHECK int km_mesh_open(struct km_mesh *m, const struct km_pubkey *peer, 
 /* Abandon a request: cb will not be called. */
 void km_mesh_cancel(struct km_mesh_req *req);
 
+/* The punch hook: asked to coordinate a hole punch to peer (docs/NAT.md) on each background
+ * upgrade round of a relayed connection. Replaces any previous hook; cb NULL unsets it. */
+typedef void (*km_mesh_punch_cb)(void *arg, const struct km_pubkey *peer);
+void km_mesh_set_punch(struct km_mesh *m, km_mesh_punch_cb cb, void *arg);
+
+/* A ready client conn over a punched TCP connection to addr (the peer's host key checked):
+ * it replaces a relayed conn to that peer (streams open there finish there) and the path
+ * becomes `punched`. Otherwise (no relayed conn, a direct one already) c is closed. The mesh
+ * owns c. */
+void km_mesh_punched(struct km_mesh *m, struct km_ssh_conn *c, const struct sockaddr *addr);
+
 /* The SSH node's on_conn_accepted hook forwards here: a peer that dialled us is reached over
- * its own session when we have none to it (one connection per pair of nodes). */
+ * its own session when we have none to it (one connection per pair of nodes), or when ours
+ * is relayed and the new session is not (the relayed one retires). */
 void km_mesh_conn_accepted(struct km_mesh *m, struct km_ssh_conn *c);
 
 /* The SSH node's on_conn_closed hook must forward here. */
@@ -93,6 +107,7 @@ struct km_mesh_peer_info {
     const char *addr;  /* the address of the connection in use ("relay:<first 12 of the gateway's
                           ID>..." for a  relayed one), or "" */
     bool relayed;      /* the connection runs through a gateway */
+    bool punched;      /* the connection is a hole punched through NAT (docs/NAT.md) */
     const char *cipher;
     unsigned streams;
     int last_err;

@@ -222,13 +222,29 @@ int km_ssh_node_listen(struct km_ssh_node *n, const struct sockaddr *addr)
 {
     socklen_t alen =
         addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
+    int one = 1;
+    int r = 0;
+    /* The listener takes SO_REUSEPORT so hole punches can connect from the mesh port
+     * (docs/NAT.md). That would also let a second daemon of the same user bind the port
+     * silently: a probe without it finds a port in use first. */
+    if (addr->sa_family == AF_INET || addr->sa_family == AF_INET6) {
+        int probe = socket(addr->sa_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+        if (probe < 0) {
+            return -errno;
+        }
+        (void)setsockopt(probe, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        r = bind(probe, addr, alen) != 0 ? -errno : 0;
+        close(probe);
+        if (r != 0) {
+            return r;
+        }
+    }
     int fd = socket(addr->sa_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0) {
         return -errno;
     }
-    int one = 1;
     (void)setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-    int r = 0;
+    (void)setsockopt(fd, SOL_SOCKET, SO_REUSEPORT, &one, sizeof one);
     if (bind(fd, addr, alen) != 0 || listen(fd, 128) != 0) {
         r = -errno;
         close(fd);

@@ -79,6 +79,7 @@ enum single {
     S_NAT_RETRY,
     S_NAT_EXT_ADDR,
     S_GW_ENABLED,
+    S_NAT_PUNCH,
     S_GW_MAX_STREAMS,
     S_GW_MAX_BYTES,
     S_N
@@ -787,6 +788,8 @@ static int set_single(struct parse *p, enum single s, const char *section, const
     }
     case S_GW_ENABLED:
         return set_bool(&c->gateway_enabled, section, key, value, err, errsz);
+    case S_NAT_PUNCH:
+        return set_bool(&c->nat_punch, section, key, value, err, errsz);
     case S_GW_MAX_STREAMS:
         return set_count(&c->gateway_max_streams, section, key, value, err, errsz);
     case S_GW_MAX_BYTES:
@@ -1054,6 +1057,7 @@ static const struct {
     {"nat", "portmap_lease", S_NAT_LEASE},
     {"nat", "portmap_retry", S_NAT_RETRY},
     {"nat", "external_address", S_NAT_EXT_ADDR},
+    {"nat", "punch", S_NAT_PUNCH},
     {"gateway", "enabled", S_GW_ENABLED},
     {"gateway", "max_streams", S_GW_MAX_STREAMS},
     {"gateway", "max_bytes", S_GW_MAX_BYTES},
@@ -1331,6 +1335,7 @@ void km_config_defaults(struct km_config *c)
     c->tun_mtu = 1500;
     c->tun_max_flows = 4096;
     c->nat_portmap = KM_PORTMAP_ANY;
+    c->nat_punch = true;
     c->nat_portmap_lease_s = 3600;
     c->nat_portmap_retry_ms = KM_PORTMAP_RETRY_MIN_MS;
     c->gateway_max_streams = 64;

@@ -144,6 +144,7 @@ struct km_config {
     char nat_gateways[KM_CONFIG_MAX_GATEWAYS][64]; /* `gateway =`, repeatable: [peer NAME]
                                                       labels or node IDs, resolved at use */
     size_t n_nat_gateways;
+    bool nat_punch; /* `punch`, default true: ask gateways to coordinate hole punches */
     /* [gateway]: relaying for registered nodes (docs/NAT.md) */
     bool gateway_enabled;         /* `enabled`, default false */
     uint64_t gateway_max_streams; /* `max_streams`: relayed streams at once per node, 64 */

@@ -103,7 +103,10 @@ static void add_mesh_peer(void *arg, const struct km_mesh_peer_info *info)
     json_object_set_new(p, "state", json_string(info->state));
     json_object_set_new(p, "address", json_string(info->addr));
     if (strcmp(info->state, "connected") == 0) {
-        json_object_set_new(p, "path", json_string(info->relayed ? "relay" : "direct"));
+        json_object_set_new(p, "path",
+                            json_string(info->relayed   ? "relay"
+                                        : info->punched ? "punched"
+                                                        : "direct"));
     }
     json_object_set_new(p, "streams", json_integer(info->streams));
     if (info->cipher[0] != '\0') {
@@ -437,6 +440,7 @@ struct ping_find {
     bool found;
     bool connected;
     bool relayed;
+    bool punched;
     char addr[64];
 };
 
@@ -447,6 +451,7 @@ static void ping_find_cb(void *arg, const struct km_mesh_peer_info *info)
         f->found = true;
         f->connected = strcmp(info->state, "connected") == 0;
         f->relayed = info->relayed;
+        f->punched = info->punched;
         snprintf(f->addr, sizeof f->addr, "%s", info->addr);
     }
 }
@@ -472,9 +477,12 @@ static void ping_finish(struct ping_req *p, int err)
             sum += p->rtt_ms[i];
         }
         o = json_pack("{s:b, s:s, s:s, s:s, s:o, s:f, s:f, s:f, s:o, s:I, s:s?}", "ok", 1,
-                      "node_id", id, "path", f.relayed ? "relay" : "direct", "address", f.addr,
-                      "rtt_ms", rtts != NULL ? rtts : json_array(), "min_ms", min, "avg_ms",
-                      p->done > 0 ? sum / p->done : 0.0, "max_ms", max, "connect_ms",
+                      "node_id", id, "path",
+                      f.relayed   ? "relay"
+                      : f.punched ? "punched"
+                                  : "direct",
+                      "address", f.addr, "rtt_ms", rtts != NULL ? rtts : json_array(), "min_ms",
+                      min, "avg_ms", p->done > 0 ? sum / p->done : 0.0, "max_ms", max, "connect_ms",
                       p->was_connected ? json_null() : json_real(p->connect_ms), "lost",
                       (json_int_t)(p->count - p->done), "error",
                       err != 0 ? km_strerror(err) : NULL);

@@ -12,6 +12,7 @@
 #include "core/buf.h"
 #include "core/conf.h"
 #include "core/log.h"
+#include "core/daemon/punch.h"
 #include "core/relay.h"
 #include "core/uvstream.h"
 #include "identity/derive.h"
@@ -21,6 +22,7 @@
 #define REG_RETRY_MIN_MS 250u              /* first re-registration delay ... */
 #define REG_RETRY_MAX_MS 5000u             /* ... doubling to this, plus up to 50 % jitter */
 #define REG_IN_MAX (4u * KM_RELAY_MSG_MAX) /* buffered control bytes */
+#define PUNCH_EVERY_MS 1000u /* a node's punch requests coordinated at most this often */
 
 /* ---- node role: one registration per configured gateway ---- */
 
@@ -41,10 +43,16 @@ struct reg {
 /* ---- gateway role ---- */
 
 struct node {
+    struct km_gateway *g;
     struct km_pubkey key;
     struct km_stream *ctl; /* the registration channel; NULL when not registered */
-    unsigned streams;      /* relayed streams at once, as source or target */
-    uint64_t bytes;        /* relayed bytes so far */
+    struct km_buf in;      /* frames the node sent on it */
+    bool has_seen;         /* the reflexive address of its registered session */
+    struct sockaddr_storage seen;
+    uint16_t listen_port; /* its LISTEN: the mesh port it punches from (0: none said) */
+    uint64_t last_punch_ms;
+    unsigned streams; /* relayed streams at once, as source or target */
+    uint64_t bytes;   /* relayed bytes so far */
     char id[16];
 };
 
@@ -77,6 +85,7 @@ struct km_gateway {
     uint64_t relayed_total;
     uint64_t relayed_bytes;
     uint64_t refused;
+    struct km_punches punches; /* node role: hole punches in progress */
     bool test_swap; /* KM_TEST_GATEWAY_SWAP: impersonate targets (tests of the host-key check) */
 };
 
@@ -139,6 +148,7 @@ static void on_reg_data(struct km_stream *s, const uint8_t *data, size_t len)
     if (r == NULL) {
         return;
     }
+    struct km_gateway *g = r->g;
     if (km_buf_put_bytes(&r->in, data, len) != 0) {
         reg_lost(r, "too much control data");
         return;
@@ -153,6 +163,18 @@ static void on_reg_data(struct km_stream *s, const uint8_t *data, size_t len)
         if (e != 0) {
             reg_lost(r, km_strerror(e));
             return;
+        }
+        if (m.type == KM_RELAY_MSG_PUNCH) {
+            /* Trusted as coming from this gateway: only it writes on this channel, which we
+             * opened on the session whose host key is the gateway's. Frames of this type on any
+             * other stream are never read as such. */
+            uint16_t port = g->node != NULL ? km_ssh_node_listen_port(g->node, 0) : 0;
+            if (port != 0 && km_punch_start(&g->punches, g->loop, g->node, g->mesh, &m.key,
+                                            (const struct sockaddr *)&m.addr, port,
+                                            (m.flags & KM_RELAY_PUNCH_CLIENT) != 0) != 0) {
+                KM_DEBUG("gateway: cannot start a hole punch");
+            }
+            continue;
         }
         if (m.type == KM_RELAY_MSG_REFLEXIVE) {
             /* Only the gateway we registered with writes on this channel: it is the one
@@ -204,6 +226,14 @@ static void on_reg_open(void *arg, int err, struct km_stream *s)
     s->on_data = on_reg_data;
     s->on_end = on_reg_end;
     km_stream_read_start(s);
+    /* Tell the gateway the port we punch from (our first mesh listener). */
+    uint16_t port = g->node != NULL ? km_ssh_node_listen_port(g->node, 0) : 0;
+    uint8_t mem[8];
+    struct km_buf w;
+    km_buf_init_fixed(&w, mem, sizeof mem);
+    if (port != 0 && km_relay_msg_put_listen(&w, port) == 0) {
+        (void)km_stream_write(s, km_buf_peek_ptr(&w), km_buf_len(&w));
+    }
     if (g->changed != NULL) {
         g->changed(g->changed_arg); /* announce the relay path now */
     }
@@ -329,16 +359,97 @@ static struct node *get_node(struct km_gateway *g, const struct km_pubkey *k)
     }
     n = &g->nodes[g->n_nodes++];
     memset(n, 0, sizeof *n);
+    n->g = g;
+    km_buf_init(&n->in, REG_IN_MAX);
     n->key = *k;
     id12(k, n->id);
     return n;
 }
 
+static void ctl_drop(struct node *n)
+{
+    if (n->ctl != NULL) {
+        n->ctl->data = NULL;
+        km_stream_close(n->ctl);
+        n->ctl = NULL;
+    }
+    km_buf_reset(&n->in);
+    n->has_seen = false;
+    n->listen_port = 0;
+}
+
+/* addr's address with port. */
+static void with_port(const struct sockaddr_storage *addr, uint16_t port,
+                      struct sockaddr_storage *out)
+{
+    *out = *addr;
+    if (out->ss_family == AF_INET6) {
+        ((struct sockaddr_in6 *)out)->sin6_port = htons(port);
+    } else {
+        ((struct sockaddr_in *)out)->sin_port = htons(port);
+    }
+}
+
+static void send_punch(struct node *to, const struct node *other, uint8_t flags)
+{
+    struct sockaddr_storage a;
+    with_port(&other->seen, other->listen_port, &a);
+    uint8_t mem[80];
+    struct km_buf w;
+    km_buf_init_fixed(&w, mem, sizeof mem);
+    if (km_relay_msg_put_punch(&w, &other->key, (const struct sockaddr *)&a, flags) == 0) {
+        (void)km_stream_write(to->ctl, km_buf_peek_ptr(&w), km_buf_len(&w));
+    }
+}
+
+/* f asks for a hole punch to target: when both are registered here and said their mesh
+ * ports, tell each the other's punch address (the address its session comes from, with
+ * its mesh port), f as the SSH client. Anything else is ignored: the node stays relayed. */
+static void coordinate(struct km_gateway *g, struct node *f, const struct km_pubkey *target)
+{
+    struct node *t = find_node(g, target);
+    uint64_t now = uv_now(g->loop);
+    if (t == NULL || t == f || t->ctl == NULL || !t->has_seen || !f->has_seen ||
+        t->listen_port == 0 || f->listen_port == 0 || t->seen.ss_family != f->seen.ss_family ||
+        (f->last_punch_ms != 0 && now - f->last_punch_ms < PUNCH_EVERY_MS)) {
+        return;
+    }
+    f->last_punch_ms = now;
+    send_punch(t, f, 0);
+    send_punch(f, t, KM_RELAY_PUNCH_CLIENT);
+    KM_INFO("gateway: coordinating a hole punch from %s... to %s...", f->id, t->id);
+}
+
 static void on_ctl_data(struct km_stream *s, const uint8_t *data, size_t len)
 {
-    (void)s;
-    (void)data;
-    (void)len; /* nodes send nothing yet; whatever comes is dropped */
+    struct node *n = s->data;
+    if (n == NULL || n->ctl != s) {
+        return;
+    }
+    if (km_buf_put_bytes(&n->in, data, len) != 0) {
+        KM_INFO("gateway: node %s... sent too much on its registration; dropped", n->id);
+        ctl_drop(n);
+        return;
+    }
+    for (;;) {
+        struct km_relay_msg m;
+        int e = km_relay_msg_get(&n->in, &m);
+        if (e == KM_ERR_INCOMPLETE) {
+            km_buf_compact(&n->in);
+            return;
+        }
+        if (e != 0) {
+            KM_INFO("gateway: node %s... sent a bad frame (%s); registration dropped", n->id,
+                    km_strerror(e));
+            ctl_drop(n);
+            return;
+        }
+        if (m.type == KM_RELAY_MSG_LISTEN) {
+            n->listen_port = m.port;
+        } else if (m.type == KM_RELAY_MSG_PUNCH_REQUEST) {
+            coordinate(n->g, n, &m.key);
+        } /* the gateway's own types coming back are ignored */
+    }
 }
 
 static void on_ctl_end(struct km_stream *s, int err)
@@ -348,6 +459,9 @@ static void on_ctl_end(struct km_stream *s, int err)
     if (n != NULL && n->ctl == s) {
         KM_INFO("gateway: node %s... unregistered", n->id);
         n->ctl = NULL;
+        km_buf_reset(&n->in);
+        n->has_seen = false;
+        n->listen_port = 0;
     }
     km_stream_close(s);
 }
@@ -546,9 +660,11 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
         if (km_ssh_direct_accept(d, &s) != 0) {
             return;
         }
-        if (n->ctl != NULL) {
-            n->ctl->data = NULL; /* replaced: the node re-registered on a new session */
-            km_stream_close(n->ctl);
+        ctl_drop(n); /* replaced, if any: the node re-registered on a new session */
+        km_buf_init(&n->in, REG_IN_MAX);
+        n->has_seen = has_seen;
+        if (has_seen) {
+            n->seen = seen;
         }
         n->ctl = s;
         s->data = n;
@@ -592,6 +708,30 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
     }
 }
 
+/* ---- node role: asking for hole punches (the mesh's punch hook) ---- */
+
+/* The mesh holds a relayed connection to peer and asks for a direct path: ask every gateway
+ * we are registered with to coordinate a punch (one that does not hold peer ignores it). */
+static void on_mesh_punch(void *arg, const struct km_pubkey *peer)
+{
+    struct km_gateway *g = arg;
+    if (g->stopping || !g->cfg->nat_punch || g->node == NULL ||
+        km_ssh_node_listen_port(g->node, 0) == 0) {
+        return;
+    }
+    uint8_t mem[64];
+    struct km_buf w;
+    km_buf_init_fixed(&w, mem, sizeof mem);
+    if (km_relay_msg_put_punch_request(&w, peer) != 0) {
+        return;
+    }
+    for (size_t i = 0; i < g->n_regs; i++) {
+        if (g->regs[i].s != NULL) {
+            (void)km_stream_write(g->regs[i].s, km_buf_peek_ptr(&w), km_buf_len(&w));
+        }
+    }
+}
+
 /* ---- lifetime ---- */
 
 int km_gateway_new(uv_loop_t *loop, const struct km_config *cfg, struct km_router *router,
@@ -629,6 +769,9 @@ void km_gateway_start(struct km_gateway *g, struct km_ssh_node *node, struct km_
     g->started = true;
     struct km_router_nat h = {hook_allow, hook_on_direct, g};
     km_router_set_nat(g->router, &h);
+    if (mesh != NULL) {
+        km_mesh_set_punch(mesh, on_mesh_punch, g);
+    }
     if (g->cfg->gateway_enabled) {
         KM_INFO("gateway: relaying for registered nodes (max %llu streams per node)",
                 (unsigned long long)g->cfg->gateway_max_streams);
@@ -746,16 +889,16 @@ void km_gateway_stop(struct km_gateway *g)
     g->stopping = true;
     struct km_router_nat none = {NULL, NULL, NULL};
     km_router_set_nat(g->router, &none);
+    if (g->mesh != NULL) {
+        km_mesh_set_punch(g->mesh, NULL, NULL);
+    }
     for (size_t i = 0; i < KM_CONFIG_MAX_GATEWAYS; i++) {
         reg_stop(&g->regs[i]);
     }
     for (size_t i = 0; i < g->n_nodes; i++) {
-        if (g->nodes[i].ctl != NULL) {
-            g->nodes[i].ctl->data = NULL;
-            km_stream_close(g->nodes[i].ctl);
-            g->nodes[i].ctl = NULL;
-        }
+        ctl_drop(&g->nodes[i]);
     }
+    km_punch_stop_all(&g->punches);
     /* Splices being set up: cancel and refuse. Running ones end with km_relay_close_all. */
     struct splice **pp = &g->splices;
     while (*pp != NULL) {
@@ -782,6 +925,9 @@ void km_gateway_free(struct km_gateway *g)
         return;
     }
     km_gateway_stop(g);
+    for (size_t i = 0; i < g->n_nodes; i++) {
+        km_buf_reset(&g->nodes[i].in);
+    }
     /* Running splices hold g in their done callback: detach them (the daemon ends every
      * relay with km_relay_close_all before this). */
     while (g->splices != NULL) {

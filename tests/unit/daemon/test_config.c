@@ -496,6 +496,12 @@ static void chk_two_peers(const struct km_config *c)
 static void chk_nat_off(const struct km_config *c)
 {
     assert_int_equal(c->nat_portmap, KM_PORTMAP_OFF);
+    assert_true(c->nat_punch); /* the default */
+}
+
+static void chk_punch_off(const struct km_config *c)
+{
+    assert_false(c->nat_punch);
 }
 
 static void chk_nat_upnp(const struct km_config *c)
@@ -615,6 +621,7 @@ static const struct good_case good_cases[] = {
     {"[aliases]\nlaptop = " ID1 "\n[peer lap]\nnode = " ID1 "\n", NULL},
     /* [nat] */
     {"[nat]\nportmap = off\n", chk_nat_off},
+    {"[nat]\npunch = off\n", chk_punch_off},
     {"[nat]\nportmap = UPnP\nportmap_lease = 2m\nportmap_retry = 1s\n"
      "external_address = 192.0.2.11\n",
      chk_nat_upnp},
@@ -716,6 +723,8 @@ static const struct bad_case bad_cases[] = {
      "k.conf:6: [nat] gateway: too many gateways (max 4)"},
     {"[gateway]\nenabled = maybe\n",
      "k.conf:2: [gateway] enabled: \"maybe\" is not a boolean (expected true or false)"},
+    {"[nat]\npunch = maybe\n",
+     "k.conf:2: [nat] punch: \"maybe\" is not a boolean (expected true or false)"},
     {"[gateway]\nmax_streams = 0\n",
      "k.conf:2: [gateway] max_streams: \"0\" is not a number from 1 to 65535"},
     {"[gateway]\nmax_bytes = lots\n",

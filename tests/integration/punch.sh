@@ -1,0 +1,200 @@
+#!/usr/bin/env bash
+# TCP hole punching through a gateway (docs/NAT.md "Hole punching"), in nat.sh's topology
+# without miniupnpd:
+#
+#   "public" segment 192.0.2.0/24 (bridge in PUB; the gateway node G at 192.0.2.1)
+#     |- R1 wan 192.0.2.11 : nftables masquerade; LAN 198.51.100.0/24, node A 198.51.100.2
+#     '- R2 wan 192.0.2.12 : nftables masquerade; LAN 203.0.113.0/24, node B 203.0.113.2
+#
+# Port mapping off; A and B register with G. Shown: B reaches A through the relay first;
+# B's background upgrade asks G to coordinate a punch, both connect from their mesh ports to
+# each other's punch address, and within seconds B's connection to A is `punched` (A's host
+# key checked as on every path); a transfer over it matches its sha256 and G relays nothing
+# more. Then R2 switches to `masquerade random` (a symmetric NAT): the punch cannot work,
+# B stays relayed with no error, and streams still work.
+#
+# Only documentation-range addresses are configured on interfaces.
+source "$(dirname "$0")/lib.sh"
+[ "$(id -u)" = 0 ] || { echo "punch: needs root for network namespaces"; exit 1; }
+command -v nft >/dev/null || { echo "punch: needs nft (scripts/deps.sh)"; exit 1; }
+S=km-pun-$$
+PUB=$S-pub R1=$S-r1 R2=$S-r2 NA=$S-a NB=$S-b
+ALLNS="$PUB $R1 $R2 $NA $NB"
+cleanup_ns() {
+    local p n
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    for n in $ALLNS; do ip netns del "$n" 2>/dev/null; done
+    cleanup
+}
+trap cleanup_ns EXIT
+for n in $ALLNS; do ip netns add "$n" || exit 1; ip -n "$n" link set lo up; done
+ip -n "$PUB" link add br0 type bridge && ip -n "$PUB" link set br0 up || exit 1
+ip -n "$PUB" addr add 192.0.2.1/24 dev br0
+# nat_rules ROUTER MASQ: forwarding from the LAN and back, MASQ ("masquerade" or
+# "masquerade random") on the way out, and unsolicited TCP SYNs from the WAN dropped (as a
+# firewalled NAT router does; one that answers them with a reset closes its own mapping for
+# the punch before the other side's SYN arrives, docs/NAT.md).
+nat_rules() {
+    ip netns exec "$1" nft -f - <<EON
+flush ruleset
+table inet filter {
+  chain forward { type filter hook forward priority 0; policy drop; ct state established,related accept; iifname "lan0" accept; }
+  chain input { type filter hook input priority 0; policy accept; iifname "wan0" tcp flags & (syn | ack) == syn ct state new drop; }
+  chain postrouting { type nat hook postrouting priority 100; policy accept; oifname "wan0" $2; }
+}
+EON
+}
+# router NS WAN-ADDR LAN-NET NODE-NS NODE-ADDR
+router() {
+    local r=$1 wan=$2 net=$3 node=$4 naddr=$5 pubif=p$(echo "$1" | tail -c 3)
+    ip link add wan0 netns "$r" type veth peer name "$pubif" netns "$PUB" || return 1
+    ip -n "$PUB" link set "$pubif" master br0 && ip -n "$PUB" link set "$pubif" up
+    ip -n "$r" addr add "$wan/24" dev wan0 && ip -n "$r" link set wan0 up
+    ip link add lan0 netns "$r" type veth peer name eth0 netns "$node" || return 1
+    ip -n "$r" addr add "$net.1/24" dev lan0 && ip -n "$r" link set lan0 up
+    ip -n "$node" addr add "$naddr/24" dev eth0 && ip -n "$node" link set eth0 up
+    ip -n "$node" route add default via "$net.1"
+    ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1
+    nat_rules "$r" masquerade
+}
+router "$R1" 192.0.2.11 198.51.100 "$NA" 198.51.100.2 || exit 1
+router "$R2" 192.0.2.12 203.0.113 "$NB" 203.0.113.2 || exit 1
+check "A reaches the public segment through R1" ip netns exec "$NA" ping -c1 -W2 192.0.2.1 >/dev/null
+check "B reaches the public segment through R2" ip netns exec "$NB" ping -c1 -W2 192.0.2.1 >/dev/null
+
+G=$T/g A=$T/a B=$T/b
+for d in "$G" "$A" "$B"; do "$KM" init --dir "$d" >/dev/null || exit 1; done
+nid() { "$KM" id --dir "$1" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])'; }
+IG=$(nid "$G") IA=$(nid "$A") IB=$(nid "$B")
+common='[dns]
+enabled = false
+[mdns]
+enabled = false
+[http]
+enabled = false'
+cat >"$G/keymesh.conf" <<EOF
+$common
+[mesh]
+listen = 192.0.2.1:15022
+[socks5]
+enabled = false
+[nat]
+portmap = off
+[gateway]
+enabled = on
+[peer a]
+node = $IA
+relay = true
+[peer b]
+node = $IB
+relay = true
+EOF
+for d in "$A" "$B"; do
+    cat >"$d/keymesh.conf" <<EOF
+$common
+[mesh]
+listen = 0.0.0.0:15022
+expose = 8000
+[socks5]
+listen = 127.0.0.1:1080
+[nat]
+portmap = off
+gateway = g
+[peer g]
+node = $IG
+address = 192.0.2.1:15022
+[peer a]
+node = $IA
+[peer b]
+node = $IB
+EOF
+done
+mkdir -p "$T/wa" && echo from-a >"$T/wa/i"
+ip netns exec "$NA" python3 -m http.server 8000 --bind 127.0.0.1 --directory "$T/wa" >/dev/null 2>&1 &
+PIDS+=($!)
+
+up() {
+    ip netns exec "$1" "$KM" up --dir "$2" -l debug >>"$2.log" 2>&1 &
+    UPPID=$!
+    PIDS+=("$UPPID")
+    waitfor 10 ip netns exec "$1" "$KM" status --dir "$2"
+}
+down() {
+    local n=200
+    kill -TERM "$1" 2>/dev/null
+    while [ "$n" -gt 0 ] && kill -0 "$1" 2>/dev/null; do sleep 0.05; n=$((n - 1)); done
+    kill -KILL "$1" 2>/dev/null
+    wait "$1"
+}
+st() { ip netns exec "$1" "$KM" status --dir "$2" --json; }
+jq_() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
+regs() { st "$1" "$2" | jq_ "d['nat']['registered']"; }
+reg_is() { test "$(regs "$1" "$2")" = "$3"; }
+gwf() { st "$PUB" "$G" | jq_ "d['nat']['gateway']['$1']"; }
+get() { ip netns exec "$1" curl -s -m 8 --socks5-hostname 127.0.0.1:1080 "http://$3.mesh.internal:8000/i"; }
+reach_a() { test "$(get "$NB" "$B" "$IA")" = from-a; }
+relay_seen() { ip netns exec "$1" "$KM" resolve --dir "$2" --json "$3.mesh.internal" | grep -q '"kind": "relay"'; }
+peer_path() { ip netns exec "$1" "$KM" peers --dir "$2" --json | python3 -c "import json,sys; print(([p.get('path','') for p in json.load(sys.stdin) if p['node_id']=='$3'] + [''])[0])"; }
+path_is() { test "$(peer_path "$NB" "$B" "$IA")" = "$1"; }
+
+check "G starts as a gateway" up "$PUB" "$G"; PG=$UPPID
+check "A starts" up "$NA" "$A"; PA=$UPPID
+check "B starts" up "$NB" "$B"; PB=$UPPID
+check "A registers with G" waitfor 15 reg_is "$NA" "$A" 1
+check "B registers with G" waitfor 15 reg_is "$NB" "$B" 1
+check "B learns A's relay path" waitfor 15 relay_seen "$NB" "$B" "$IA"
+
+# 1. Endpoint-independent masquerade: relayed first, then punched.
+t0=$(date +%s%N)
+check "B reaches A (through the relay first)" waitfor 15 reach_a
+check "B's connection to A becomes punched" waitfor 30 path_is punched
+t1=$(date +%s%N)
+echo "    relay -> punched $(( (t1 - t0) / 1000000 )) ms after B's first stream to A"
+ip netns exec "$NB" "$KM" peers --dir "$B" | sed 's/^/    /'
+check "G coordinated it" grep -q "coordinating a hole punch" "$G.log"
+check "B logged the move" grep -q "moved from the relay to a punched connection" "$B.log"
+grep -m1 "punched connection" "$B.log" | sed 's/^/    /'
+check "keymesh ping A from B answers on the punched path" sh -c "ip netns exec $NB '$KM' ping --dir '$B' -n 2 --json $IA | grep -q '\"path\": \"punched\"'"
+check "A's side of it is direct" waitfor 10 sh -c "ip netns exec $NA '$KM' peers --dir '$A' --json | grep -q '\"path\": \"direct\"'"
+REL0=$(gwf relayed_total)
+MB=${KM_PUNCH_MB:-64}
+head -c "$((MB << 20))" /dev/urandom >"$T/wa/big"
+WANT=$(sha256sum <"$T/wa/big" | cut -d' ' -f1)
+GOT=$(ip netns exec "$NB" curl -s -m 120 --socks5-hostname 127.0.0.1:1080 "http://$IA.mesh.internal:8000/big" | sha256sum | cut -d' ' -f1)
+check "$MB MiB over the punched path, sha256 matches" test "$GOT" = "$WANT"
+check "G relayed nothing for it" test "$(gwf relayed_total)" = "$REL0"
+check "B closed its relayed session to A" waitfor 10 grep -q "(relay via .*: closed" "$B.log"
+check "A closed its end of it" waitfor 10 grep -q "from relay via .*: closed" "$A.log"
+rm -f "$T/wa/big"
+check "B stops cleanly" down "$PB"
+check "A stops cleanly" down "$PA"
+
+# 2. Symmetric NAT on R2 (masquerade random): the punch fails, traffic stays relayed.
+# B moves to another mesh port so no conntrack entry of part 1 (whose mapping kept the
+# port) is reused for the punch.
+nat_rules "$R2" "masquerade random"
+sed -i 's/^listen = 0.0.0.0:15022$/listen = 0.0.0.0:15023/' "$B/keymesh.conf"
+mv "$B.log" "$B-1.log"
+check "A starts again" up "$NA" "$A"; PA=$UPPID
+check "B starts again behind masquerade random" up "$NB" "$B"; PB=$UPPID
+check "both register" waitfor 15 sh -c "[ \"\$(ip netns exec $NA '$KM' status --dir '$A' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"nat\"][\"registered\"])')\" = 1 ] && [ \"\$(ip netns exec $NB '$KM' status --dir '$B' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"nat\"][\"registered\"])')\" = 1 ]"
+check "B learns A's relay path" waitfor 15 relay_seen "$NB" "$B" "$IA"
+check "B reaches A through the relay" waitfor 15 reach_a
+n0=$(grep -c "coordinating a hole punch" "$G.log")
+check "G coordinates a punch for B again" waitfor 20 sh -c "[ \$(grep -c 'coordinating a hole punch' '$G.log') -gt $n0 ]"
+sleep 5 # past the punch window (3 s)
+check "B's connection to A stays relayed" path_is relay
+check "B logged no error for it" sh -c "! grep -E 'WARN|ERROR' '$B.log' | grep -qi punch"
+check "streams still work through the relay" reach_a
+check "B stops cleanly" down "$PB"
+check "A stops cleanly" down "$PA"
+check "G stops cleanly" down "$PG"
+if [ "$FAIL" -gt 0 ]; then
+    for f in "$G.log" "$A.log" "$B-1.log" "$B.log"; do
+        echo "--- $f"
+        grep -v 'debug' "$f" | tail -30
+        grep -i 'punch' "$f" | tail -20
+        grep -A40 'ERROR: AddressSanitizer' "$f" | grep -E 'ERROR|#[0-9]|freed by|allocated by'
+    done
+fi
+finish
