@@ -29,6 +29,9 @@ run_ctest() {
     local dir=$1 out
     out=$(cd "$dir" && ctest -j"$JOBS" --output-on-failure --timeout 300 2>&1)
     local rc=$?
+    # The failing checks of integration tests first (their full output can be long), then the
+    # summary.
+    echo "$out" | grep -E '^not ok' | head -n 40
     echo "$out" | grep -vE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed|^ +Start +[0-9]+: ' | tail -n 40
     local line n_fail n_total
     line=$(echo "$out" | grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' | tail -n1)
