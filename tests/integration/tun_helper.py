@@ -12,6 +12,7 @@
                                  the connection still echoes
 """
 import asyncio
+import collections
 import hashlib
 import os
 import random
@@ -106,20 +107,29 @@ def fetch(addr, port):
 
 
 async def many_main(addr, port, n):
+    """Open n connections at once, then echo a line on each. Prints one summary line with the
+    reasons of any failures (the test puts it in its check's name)."""
     async def one(i):
-        return await asyncio.wait_for(asyncio.open_connection(addr, int(port)), 60)
-    conns = await asyncio.gather(*[one(i) for i in range(n)])
-    print(f'{len(conns)} connections open at once', file=sys.stderr)
-    for i, (r, w) in enumerate(conns):
+        return await asyncio.wait_for(asyncio.open_connection(addr, int(port)), 90)
+    conns = await asyncio.gather(*[one(i) for i in range(n)], return_exceptions=True)
+    errors = collections.Counter(type(c).__name__ for c in conns if isinstance(c, BaseException))
+    opened = [(i, c) for i, c in enumerate(conns) if not isinstance(c, BaseException)]
+    for i, (r, w) in opened:
         w.write(f'line {i}\n'.encode())
 
     async def check(i, r, w):
-        line = await asyncio.wait_for(r.readline(), 60)
-        w.close()
-        return line == f'line {i}\n'.encode()
-    ok = await asyncio.gather(*[check(i, r, w) for i, (r, w) in enumerate(conns)])
-    print(f'{sum(ok)} of {n} echoed', file=sys.stderr)
-    return all(ok)
+        try:
+            line = await asyncio.wait_for(r.readline(), 90)
+            return line == f'line {i}\n'.encode()
+        except (OSError, asyncio.TimeoutError) as e:
+            errors['echo ' + type(e).__name__] += 1
+            return False
+        finally:
+            w.close()
+    ok = await asyncio.gather(*[check(i, r, w) for i, (r, w) in opened])
+    print(f'{len(opened)} of {n} opened at once, {sum(ok)} echoed'
+          + (f'; failures: {dict(errors)}' if errors else ''))
+    return sum(ok) == n
 
 
 def csum(data):
