@@ -150,6 +150,24 @@ int km_cli_sock_path(const struct km_cli *cli, const struct km_config *cfg, char
     return under_dir(cli, cfg->control_socket, out, outsz);
 }
 
+int km_cli_daemon_socket(const struct km_cli *cli, bool say_fallback, char *out, size_t outsz)
+{
+    struct km_config *cfg = malloc(sizeof *cfg);
+    if (cfg == NULL) {
+        return km_cli_error(cli, "out of memory");
+    }
+    if (km_cli_load_config(cli, cfg) != 0) {
+        if (say_fallback) {
+            fprintf(stderr, "keymesh %s: asking the daemon on the default control socket\n",
+                    cli->cmd);
+        }
+        km_config_defaults(cfg);
+    }
+    int r = km_cli_sock_path(cli, cfg, out, outsz);
+    free(cfg);
+    return r != 0 ? km_cli_error(cli, "control socket path too long") : 0;
+}
+
 json_t *km_cli_identity_json(const struct km_pubkey *pk, const char *suffix, uint16_t prefix)
 {
     char id[KM_NODE_ID_LEN + 1];

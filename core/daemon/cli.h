@@ -76,6 +76,12 @@ int km_cli_key_path(const struct km_cli *cli, const struct km_config *cfg, char 
 int km_cli_sock_path(const struct km_cli *cli, const struct km_config *cfg, char *out,
                      size_t outsz);
 
+/* The running daemon's control socket path into out. A configuration file that does not load
+ * falls back to the defaults: the daemon keeps its old settings when a file breaks (SIGHUP
+ * refuses bad files), so it is asked anyway; with say_fallback the command says so on stderr.
+ * Returns 0, or an exit status after printing the error. */
+int km_cli_daemon_socket(const struct km_cli *cli, bool say_fallback, char *out, size_t outsz);
+
 /* {"node_id", "fqdn", "vip", "public_key"} for pk; NULL on allocation failure. */
 json_t *km_cli_identity_json(const struct km_pubkey *pk, const char *suffix, uint16_t prefix);
 

@@ -60,18 +60,10 @@ int km_cmd_resolve(int argc, char **argv)
     if (argc - optind != 1) {
         return km_cli_usage_error(&cli, argc == optind ? "missing NAME" : "too many arguments");
     }
-    struct km_config *cfg = malloc(sizeof *cfg);
-    if (cfg == NULL) {
-        return km_cli_error(&cli, "out of memory");
-    }
     char sock[KM_CONFIG_PATH_MAX];
-    if (km_cli_load_config(&cli, cfg) != 0) {
-        km_config_defaults(cfg);
-    }
-    int pr = km_cli_sock_path(&cli, cfg, sock, sizeof sock);
-    free(cfg);
-    if (pr != 0) {
-        return km_cli_error(&cli, "control socket path too long");
+    int sr = km_cli_daemon_socket(&cli, false, sock, sizeof sock);
+    if (sr != 0) {
+        return sr;
     }
     json_t *req = json_pack("{s:s, s:s}", "cmd", "resolve", "name", argv[optind]);
     json_t *reply = NULL;

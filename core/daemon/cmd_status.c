@@ -155,21 +155,10 @@ static int status_or_peers(int argc, char **argv, const char *name, const char *
     if (optind < argc) {
         return km_cli_usage_error(&cli, "unexpected argument '%s'", argv[optind]);
     }
-    struct km_config *cfg = malloc(sizeof *cfg);
-    if (cfg == NULL) {
-        return km_cli_error(&cli, "out of memory");
-    }
     char sock[KM_CONFIG_PATH_MAX];
-    /* A configuration file broken after the daemon started must not hide the daemon: the
-     * running one keeps its old settings (SIGHUP refuses bad files), so ask it anyway. */
-    if (km_cli_load_config(&cli, cfg) != 0) {
-        fprintf(stderr, "keymesh %s: asking the daemon on the default control socket\n", name);
-        km_config_defaults(cfg);
-    }
-    int pr = km_cli_sock_path(&cli, cfg, sock, sizeof sock);
-    free(cfg);
-    if (pr != 0) {
-        return km_cli_error(&cli, "control socket path too long");
+    int sr = km_cli_daemon_socket(&cli, true, sock, sizeof sock);
+    if (sr != 0) {
+        return sr;
     }
     json_t *req = json_pack("{s:s}", "cmd", "status");
     json_t *reply = NULL;
