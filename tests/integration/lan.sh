@@ -6,25 +6,7 @@
 # can run) is covered by mdns.sh. A TUN device on A reaches B by VIP. A new address on B reaches A in a re-signed record. Everything is created here and deleted on every exit.
 source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "lan: needs root for network namespaces"; exit 1; }
-NA=km-lan-$$-a NB=km-lan-$$-b IA=kmln$$a IB=kmln$$b
-cleanup_ns() {
-    local p
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    ip netns del "$NA" 2>/dev/null
-    ip netns del "$NB" 2>/dev/null
-    cleanup
-}
-trap cleanup_ns EXIT
-ip netns add "$NA" && ip netns add "$NB" || exit 1
-ip link add "$IA" type veth peer name "$IB" || exit 1
-ip link set "$IA" netns "$NA" && ip link set "$IB" netns "$NB" || exit 1
-for x in "$NA $IA 192.0.2.1" "$NB $IB 192.0.2.2"; do
-    set -- $x
-    ip netns exec "$1" sysctl -qw "net.ipv6.conf.$2.accept_dad=0"
-    ip -n "$1" link set lo up
-    ip -n "$1" addr add "$3/24" dev "$2"
-    ip -n "$1" link set "$2" up
-done
+veth_pair ln || exit 1
 A=$T/a B=$T/b
 for d in "$A" "$B"; do "$KM" init --dir "$d" >/dev/null || exit 1; done
 IDA=$("$KM" id --dir "$A" --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["node_id"])')

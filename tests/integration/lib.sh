@@ -32,6 +32,33 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# veth_pair TAG: two network namespaces $NA and $NB joined by a veth ($IA in A at 192.0.2.1/24,
+# $IB in B at 192.0.2.2/24, no DAD), deleted with everything else on exit, as is
+# /etc/netns/$NA (a test may put a resolv.conf there for `ip netns exec`).
+veth_pair() {
+    NA=km-$1-$$-a NB=km-$1-$$-b IA=km$1$$a IB=km$1$$b
+    trap cleanup_pair EXIT
+    ip netns add "$NA" && ip netns add "$NB" || return 1
+    ip link add "$IA" type veth peer name "$IB" || return 1
+    ip link set "$IA" netns "$NA" && ip link set "$IB" netns "$NB" || return 1
+    local x
+    for x in "$NA $IA 192.0.2.1" "$NB $IB 192.0.2.2"; do
+        set -- $x
+        ip netns exec "$1" sysctl -qw "net.ipv6.conf.$2.accept_dad=0"
+        ip -n "$1" link set lo up
+        ip -n "$1" addr add "$3/24" dev "$2"
+        ip -n "$1" link set "$2" up
+    done
+}
+cleanup_pair() {
+    local p
+    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
+    ip netns del "$NA" 2>/dev/null
+    ip netns del "$NB" 2>/dev/null
+    rm -rf "/etc/netns/$NA"
+    cleanup
+}
+
 ok()   { PASS=$((PASS + 1)); echo "ok - $*"; }
 bad()  { FAIL=$((FAIL + 1)); echo "not ok - $*"; }
 

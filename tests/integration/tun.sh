@@ -8,25 +8,7 @@
 source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "tun: needs root for network namespaces and TUN"; exit 1; }
 [ -c /dev/net/tun ] || { echo "tun: no /dev/net/tun"; exit 1; }
-NA=km-tun-$$-a NB=km-tun-$$-b IA=kmtn$$a IB=kmtn$$b
-cleanup_ns() {
-    local p
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    ip netns del "$NA" 2>/dev/null
-    ip netns del "$NB" 2>/dev/null
-    rm -rf "/etc/netns/$NA"
-    cleanup
-}
-trap cleanup_ns EXIT
-ip netns add "$NA" && ip netns add "$NB" || exit 1
-ip link add "$IA" type veth peer name "$IB" || exit 1
-ip link set "$IA" netns "$NA" && ip link set "$IB" netns "$NB" || exit 1
-for x in "$NA $IA 192.0.2.1" "$NB $IB 192.0.2.2"; do
-    set -- $x
-    ip -n "$1" link set lo up
-    ip -n "$1" addr add "$3/24" dev "$2"
-    ip -n "$1" link set "$2" up
-done
+veth_pair tn || exit 1
 # 2,000 connections: B's daemon holds a socket per stream.
 ulimit -n "$(ulimit -Hn)"
 A=$T/a B=$T/b
