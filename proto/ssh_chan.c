@@ -30,7 +30,8 @@ struct km_ssh_chan {
     bool eof_sent;
     bool closed_sent;
     bool user_closed;
-    bool ended; /* on_end delivered */
+    bool ended;    /* on_end delivered */
+    int write_err; /* a write to libssh failed: on_end(write_err) is due */
     bool above_high;
     bool detached; /* the conn is gone */
     bool exit_pending;
@@ -105,8 +106,10 @@ static int on_ch_wontblock(ssh_session s, ssh_channel ch, uint32_t bytes, void *
 
 /* ---- writing ---- */
 
-/* Push queued bytes into the channel as far as the window allows. */
-static void flush(struct km_ssh_chan *c)
+/* Push queued bytes into the channel as far as the window allows. Fires no callback, so
+ * op_write may call it (the stream contract: nothing fires from inside write()); a failure
+ * is kept in write_err and reported by the pass. */
+static void push(struct km_ssh_chan *c)
 {
     while (km_buf_len(&c->out) > 0 && c->ch != NULL && !c->closed_sent) {
         size_t n = km_buf_len(&c->out);
@@ -115,7 +118,7 @@ static void flush(struct km_ssh_chan *c)
         if (w < 0) {
             KM_DEBUG("%s: write: %s", c->desc, ssh_get_error(c->conn->s));
             km_buf_clear(&c->out);
-            deliver_end(c, KM_ERR_SSH);
+            c->write_err = KM_ERR_SSH;
             return;
         }
         if (w == 0) {
@@ -127,6 +130,16 @@ static void flush(struct km_ssh_chan *c)
     }
     if (km_buf_len(&c->out) == 0) {
         km_buf_clear(&c->out);
+    }
+}
+
+/* push, then the callbacks it may call for: from the conn's pass only. */
+static void flush(struct km_ssh_chan *c)
+{
+    push(c);
+    if (c->write_err != 0) {
+        deliver_end(c, c->write_err);
+        return;
     }
     if (c->above_high && km_buf_len(&c->out) <= KM_STREAM_LOW_WATER) {
         c->above_high = false;
@@ -143,6 +156,9 @@ static int op_write(struct km_stream *s, const uint8_t *data, size_t len)
     if (c->user_closed || c->shut_requested || c->detached || c->closed_in) {
         return KM_ERR_CLOSED;
     }
+    if (c->write_err != 0) {
+        return c->write_err;
+    }
     if (len == 0) {
         return 0;
     }
@@ -157,7 +173,7 @@ static int op_write(struct km_stream *s, const uint8_t *data, size_t len)
      * inside a libssh pass (ssh_channel_write re-enters the session). */
     if (!c->conn->in_pass) {
         c->conn->in_pass = true;
-        flush(c);
+        push(c);
         c->conn->in_pass = false;
     }
     km__ssh_conn_kick(c->conn);

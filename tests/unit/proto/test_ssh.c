@@ -2,14 +2,18 @@
  * Covers: dial + host key check + authentication, direct-tcpip streams in both directions
  * carrying data with half-close, policy refusals, a wrong host key, an unknown client key,
  * backpressure (a paused reader bounds the writer's queue), conn close ending streams, the
- * mesh dialer with a dead address, and a clean teardown (uv_loop_close == 0). */
+ * mesh dialer with a dead address, a write error reported from the loop (never from inside
+ * write()), and a clean teardown (uv_loop_close == 0). */
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -460,6 +464,84 @@ static void test_backpressure_and_close(void **state)
     teardown_nodes(&loop, &a, &b);
 }
 
+/* ---- a write that fails in libssh reports later, never from inside write() ---- */
+
+struct sync_end {
+    bool in_write;
+    bool ended;
+    bool ended_inside; /* on_end fired from inside km_stream_write: the contract broken */
+    int err;
+};
+
+static void se_end(struct km_stream *s, int err)
+{
+    struct sync_end *e = s->data;
+    e->ended_inside = e->ended_inside || e->in_write;
+    e->ended = true;
+    e->err = err;
+}
+
+static bool se_ended(void *arg)
+{
+    return ((struct sync_end *)arg)->ended;
+}
+
+static void test_write_error_is_deferred(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct node a, b;
+    node_init(&loop, &a, 0);
+    node_init(&loop, &b, 0);
+    b.allowed = *km_key_pub(a.key);
+    b.allow_any_port = true;
+    /* Over a socketpair, so the test can break the transport under the session: a relayed
+     * session runs the same way. */
+    int sv[2];
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    int breaker = dup(sv[1]);
+    assert_true(breaker >= 0);
+    assert_int_equal(km_ssh_accept_fd(b.ssh, sv[1], "socketpair"), 0);
+    struct dial_result d = {0};
+    struct km_ssh_conn *c;
+    assert_int_equal(
+        km_ssh_dial_fd(a.ssh, sv[0], "socketpair", km_key_pub(b.key), "keymesh", on_ready, &d, &c),
+        0);
+    assert_true(run_until(&loop, dial_done, &d, 5000));
+    assert_int_equal(d.err, 0);
+    struct client cl = {0};
+    struct km_ssh_open *req;
+    assert_int_equal(km_ssh_open_direct(c, "localhost", 9, on_open, &cl, &req), 0);
+    assert_true(run_until(&loop, opened, &cl, 3000));
+    assert_int_equal(cl.open_err, 0);
+    struct sync_end e = {0};
+    cl.s->data = &e;
+    cl.s->on_data = NULL;
+    cl.s->on_end = se_end;
+    /* The far end goes away without a word; no loop turn lets the session notice. The next
+     * writes reach libssh (the window is open) and fail there. */
+    assert_int_equal(shutdown(breaker, SHUT_RDWR), 0);
+    static uint8_t chunk[4096];
+    int rc = 0;
+    for (int i = 0; i < 64 && rc == 0; i++) {
+        e.in_write = true;
+        rc = km_stream_write(cl.s, chunk, sizeof chunk);
+        e.in_write = false;
+    }
+    assert_false(e.ended_inside);
+    assert_int_not_equal(rc, 0); /* a broken stream refuses more bytes */
+    assert_false(e.ended);       /* ... and reports it from the loop */
+    assert_true(run_until(&loop, se_ended, &e, 3000));
+    assert_int_not_equal(e.err, 0);
+    km_stream_close(cl.s);
+    if (b.last != NULL) {
+        km_stream_close(b.last);
+    }
+    close(breaker);
+    teardown_nodes(&loop, &a, &b);
+}
+
 /* ---- the mesh dialer: a dead address first, then the live one ---- */
 
 struct lookup {
@@ -573,12 +655,14 @@ static void test_mesh_races_a_silent_address(void **state)
 int main(void)
 {
     km_log_set_level(KM_LOG_OFF);
+    signal(SIGPIPE, SIG_IGN); /* as the daemon's loop does: a broken transport is an error */
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_dial_stream_echo),
         cmocka_unit_test(test_wrong_host_key),
         cmocka_unit_test(test_unknown_client_key),
         cmocka_unit_test(test_connect_refused_and_cancel),
         cmocka_unit_test(test_backpressure_and_close),
+        cmocka_unit_test(test_write_error_is_deferred),
         cmocka_unit_test(test_mesh_dials_next_address),
         cmocka_unit_test(test_mesh_races_a_silent_address),
     };
