@@ -47,6 +47,7 @@ struct km_ssh_node {
     unsigned n_unauth;
     unsigned next_id;
     unsigned pending_closes;
+    unsigned timers_closed; /* reaper and recheck: the node is freed when both are */
     bool closing;
     char ciphers[160];
 };

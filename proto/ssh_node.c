@@ -328,9 +328,15 @@ static void node_free(struct km_ssh_node *n)
     ssh_finalize();
 }
 
-static void on_reaper_closed(uv_handle_t *h)
+/* The reaper and recheck timers live inside the node: free it after the second of them is
+ * closed. (libuv finishes closes newest first, and reads the next handle after calling
+ * back, so freeing at the reaper's close would leave it reading the freed recheck.) */
+static void on_timer_closed(uv_handle_t *h)
 {
-    node_free(h->data);
+    struct km_ssh_node *n = h->data;
+    if (++n->timers_closed == 2) {
+        node_free(n);
+    }
 }
 
 static void on_reap(uv_timer_t *t)
@@ -368,7 +374,7 @@ static void on_reap(uv_timer_t *t)
     }
     if (n->closing && n->conns == NULL && n->pending_closes == 0 && n->orphans == NULL &&
         n->sessions == NULL && n->listeners == NULL && !uv_is_closing((uv_handle_t *)&n->reaper)) {
-        uv_close((uv_handle_t *)&n->reaper, on_reaper_closed);
+        uv_close((uv_handle_t *)&n->reaper, on_timer_closed);
     }
 }
 
@@ -387,7 +393,6 @@ void km_ssh_node_close(struct km_ssh_node *n)
         km_ssh_conn_close(c);
     }
     km__ssh_sess_close_all(n);
-    /* Closed before the reaper, so its close completes before the node is freed. */
-    uv_close((uv_handle_t *)&n->recheck, NULL);
+    uv_close((uv_handle_t *)&n->recheck, on_timer_closed);
     km__ssh_node_kick_reaper(n);
 }

@@ -4,7 +4,7 @@
 #   1. install missing Debian packages (scripts/deps.sh)
 #   2. style gate: clang-format and banned functions (scripts/check-style.sh)
 #   3. gcc release build, warnings as errors: unit, fuzz-corpus replay, integration (with the
-#      daemon under valgrind)
+#      unit tests and the daemon under valgrind)
 #   4. clang build with ASan+UBSan, warnings as errors: the same tests under the sanitizers
 #   5. libFuzzer smoke run of every fuzz target (KM_FUZZ_SECONDS each, default 5; 0 skips)
 #   6. arm64 cross build with unit tests under qemu-aarch64 (KM_ARM64=0 skips)
