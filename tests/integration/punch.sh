@@ -11,7 +11,10 @@
 # each other's punch address, and within seconds B's connection to A is `punched` (A's host
 # key checked as on every path); a transfer over it matches its sha256 and G relays nothing
 # more. Then R2 switches to `masquerade random` (a symmetric NAT): the punch cannot work,
-# B stays relayed with no error, and streams still work.
+# B stays relayed with no error, and streams still work. Last, nobody but A's gateway gets
+# gateway traffic to A: OpenSSH through the relay (as B) is refused the relayed@keymesh and
+# register@keymesh channels, and a rogue gateway at G's address is refused on its host key
+# (no registration, so no reflexive address or punch from it).
 #
 # Only documentation-range addresses are configured on interfaces.
 source "$(dirname "$0")/lib.sh"
@@ -165,6 +168,7 @@ check "$MB MiB over the punched path, sha256 matches" test "$GOT" = "$WANT"
 check "G relayed nothing for it" test "$(gwf relayed_total)" = "$REL0"
 check "B closed its relayed session to A" waitfor 10 grep -q "(relay via .*: closed" "$B.log"
 check "A closed its end of it" waitfor 10 grep -q "from relay via .*: closed" "$A.log"
+check "G ended its splice of the retired relayed session" waitfor 10 sh -c "[ \"\$(ip netns exec $PUB '$KM' status --dir '$G' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"nat\"][\"gateway\"][\"relayed\"])')\" = 0 ]"
 rm -f "$T/wa/big"
 check "B stops cleanly" down "$PB"
 check "A stops cleanly" down "$PA"
@@ -186,11 +190,57 @@ sleep 5 # past the punch window (3 s)
 check "B's connection to A stays relayed" path_is relay
 check "B logged no error for it" sh -c "! grep -E 'WARN|ERROR' '$B.log' | grep -qi punch"
 check "streams still work through the relay" reach_a
+
+# 3. Gateway traffic from anyone but A's gateway is refused. (a) Stock OpenSSH in B's LAN
+# with B's node key, through G's relay to A's SSH server (end to end: A's host key checked
+# by ssh): a direct-tcpip to A's exposed port works, but the channels that carry relayed
+# sessions and gateway frames (relayed@keymesh, register@keymesh) are refused, B not being
+# A's gateway and A not being a gateway.
+kh() { "$KM" id --dir "$1" --known-hosts | sed -E "s/^[^ ]+ /$2 /"; }
+{ kh "$G" g; kh "$A" a; } >"$T/kh"
+SSHO="-F /dev/null -o StrictHostKeyChecking=yes -o BatchMode=yes -o ConnectTimeout=10 -o IdentitiesOnly=yes -o UserKnownHostsFile=$T/kh -i $B/node.key -l keymesh"
+PROXY="ssh $SSHO -o HostKeyAlias=g -p 15022 -W $IA.relay@keymesh:1 192.0.2.1"
+# via_relay TARGET:PORT: ssh -W to A through the relay; stdout to $T/w.out, stderr $T/w.err.
+via_relay() {
+    printf 'GET /i HTTP/1.0\r\n\r\n' | ip netns exec "$NB" timeout 20 ssh $SSHO \
+        -o HostKeyAlias=a -o ProxyCommand="$PROXY" -W "$1" a >"$T/w.out" 2>"$T/w.err"
+}
+via_relay localhost:8000
+check "OpenSSH from B reaches A's web server through G's relay (exit $?)" grep -q from-a "$T/w.out"
+expect_exit 255 "... a relayed@keymesh channel from B is refused" via_relay relayed@keymesh:1
+check "... ssh says so" grep -q "administratively prohibited" "$T/w.err"
+expect_exit 255 "... a register@keymesh channel is refused" via_relay register@keymesh:1
+check "... ssh says so" grep -q "administratively prohibited" "$T/w.err"
+
+# (b) A rogue gateway at G's address (its own key, gateway on, A and B allowed to register):
+# A and B refuse it on the host key, so it never gets to tell them a reflexive address or
+# send them a punch; when G is back they register with it again.
+M=$T/m
+"$KM" init --dir "$M" >/dev/null
+cp "$G/keymesh.conf" "$M/keymesh.conf"
+n_hk=$(grep -c 'host key does not match' "$A.log")
+n_ref=$(grep -c 'it sees us at' "$A.log")
+check "G stops" down "$PG"
+check "the rogue gateway starts at G's address" up "$PUB" "$M"; PM=$UPPID
+check "A refuses the rogue on its host key" waitfor 15 sh -c "[ \$(grep -c 'host key does not match' '$A.log') -gt $n_hk ]"
+check "B refuses the rogue on its host key" waitfor 15 grep -q 'host key does not match' "$B.log"
+sleep 2
+check "A is registered nowhere" reg_is "$NA" "$A" 0
+check "B is registered nowhere" reg_is "$NB" "$B" 0
+check "the rogue registered nobody" sh -c "! grep -q 'registered from' '$M.log'"
+check "the rogue coordinated no punch" sh -c "! grep -q 'coordinating a hole punch' '$M.log'"
+check "A learned no reflexive address from it" test "$(grep -c 'it sees us at' "$A.log")" = "$n_ref"
+check "the rogue stops" down "$PM"
+check "G starts again" up "$PUB" "$G"; PG=$UPPID
+check "A registers with G again" waitfor 15 reg_is "$NA" "$A" 1
+check "B registers with G again" waitfor 15 reg_is "$NB" "$B" 1
+check "B reaches A through the relay again" waitfor 15 reach_a
+
 check "B stops cleanly" down "$PB"
 check "A stops cleanly" down "$PA"
 check "G stops cleanly" down "$PG"
 if [ "$FAIL" -gt 0 ]; then
-    for f in "$G.log" "$A.log" "$B-1.log" "$B.log"; do
+    for f in "$G.log" "$A.log" "$B-1.log" "$B.log" "$M.log"; do
         echo "--- $f"
         grep -v 'debug' "$f" | tail -30
         grep -i 'punch' "$f" | tail -20
