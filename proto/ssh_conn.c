@@ -969,6 +969,10 @@ int km_ssh_dial_fd(struct km_ssh_node *n, int fd, const char *label,
         close(fd);
         return n->closing ? KM_ERR_CLOSED : KM_ERR_TOO_LARGE;
     }
+    /* A TCP socket (a punched connection) gets what km_ssh_dial gives its own: without
+     * TCP_NODELAY each small SSH packet waits for the peer's delayed ACK (~40 ms per round
+     * trip). On a Unix socket (a relayed stream) the TCP options just fail. */
+    set_socket_options(fd, n->opts.keepalive_ms);
     return dial_on_fd(n, fd, label, "relay", expected, user, cb, arg, out);
 }
 

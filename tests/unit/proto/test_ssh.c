@@ -12,6 +12,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -542,6 +544,51 @@ static void test_write_error_is_deferred(void **state)
     teardown_nodes(&loop, &a, &b);
 }
 
+/* ---- a dialled TCP socket handed over (a punched connection) is tuned like a dial ---- */
+
+static void test_dial_fd_tunes_tcp(void **state)
+{
+    (void)state;
+    uv_loop_t loop;
+    assert_int_equal(uv_loop_init(&loop), 0);
+    struct node a, b;
+    node_init(&loop, &a, 0);
+    node_init(&loop, &b, 0);
+    int l = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(l >= 0);
+    struct sockaddr_in sa;
+    uv_ip4_addr("127.0.0.1", 0, &sa);
+    socklen_t sl = sizeof sa;
+    assert_int_equal(bind(l, (struct sockaddr *)&sa, sizeof sa), 0);
+    assert_int_equal(listen(l, 1), 0);
+    assert_int_equal(getsockname(l, (struct sockaddr *)&sa, &sl), 0);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    int peer = accept(l, NULL, NULL);
+    assert_true(peer >= 0);
+    int probe = dup(fd); /* the same socket, to read its options after the hand-over */
+    struct dial_result d = {0};
+    struct km_ssh_conn *c;
+    assert_int_equal(
+        km_ssh_dial_fd(a.ssh, fd, "punched", km_key_pub(b.key), "keymesh", on_ready, &d, &c), 0);
+    int v = 0;
+    socklen_t vl = sizeof v;
+    assert_int_equal(getsockopt(probe, IPPROTO_TCP, TCP_NODELAY, &v, &vl), 0);
+    assert_int_equal(v, 1);
+    v = 0;
+    assert_int_equal(getsockopt(probe, SOL_SOCKET, SO_KEEPALIVE, &v, &vl), 0);
+    assert_int_equal(v, 1);
+    km_ssh_conn_close(c); /* closed by its caller: no callback */
+    for (int i = 0; i < 20; i++) {
+        uv_run(&loop, UV_RUN_NOWAIT);
+    }
+    assert_false(d.done);
+    close(probe);
+    close(peer);
+    close(l);
+    teardown_nodes(&loop, &a, &b);
+}
+
 /* ---- the mesh dialer: a dead address first, then the live one ---- */
 
 struct lookup {
@@ -663,6 +710,7 @@ int main(void)
         cmocka_unit_test(test_connect_refused_and_cancel),
         cmocka_unit_test(test_backpressure_and_close),
         cmocka_unit_test(test_write_error_is_deferred),
+        cmocka_unit_test(test_dial_fd_tunes_tcp),
         cmocka_unit_test(test_mesh_dials_next_address),
         cmocka_unit_test(test_mesh_races_a_silent_address),
     };
