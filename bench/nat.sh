@@ -21,10 +21,15 @@
 #            the record reaching G, B's start, registration and dial
 #   upgrade  A without mapping, B relayed to it; A turns mapping on (SIGHUP): ms until B's
 #            connection is direct (the background upgrade)
-# Not measured here: relay -> punched (tests/integration/punch.sh prints it; this topology's
-# routers answer unsolicited SYNs with resets, which makes a punch a matter of timing; the
-# nodes here set [nat] punch = off so relayed numbers stay relayed), Yggdrasil
-# (its set-up in /work/shared/bench/peers.sh was not adapted to this topology in time).
+#   punch    no mapping, both nodes with [nat] punch = on: ms from B's first ping answered
+#            through the relay until B's connection is punched (G coordinates a TCP
+#            simultaneous open); then tput and rtt on the punched path
+#   ygg      Yggdrasil with A and B peering only with a Yggdrasil node in G's namespace (no
+#            multicast, no other peers: traffic between them goes through G, as keymesh's
+#            relay does): the same curl to A's nginx at A's Yggdrasil address, and ping -6
+# The routers drop unsolicited TCP SYNs from the WAN (a firewalled home router); mapped ports
+# are forwarded all the same. In the direct and relay set-ups the nodes set [nat] punch = off
+# so relayed numbers stay relayed.
 #
 # Usage (root):  bench/nat.sh [KEYMESH]   env: BIG_MB (512), RUNS (3), OUT (docs/BENCHMARKS-NAT.md)
 set -u
@@ -34,7 +39,7 @@ BIG_MB=${BIG_MB:-512}
 RUNS=${RUNS:-3}
 OUT=${OUT:-$ROOT/docs/BENCHMARKS-NAT.md}
 [ "$(id -u)" = 0 ] || { echo "nat.sh: run as root" >&2; exit 1; }
-for c in ip nft miniupnpd nginx curl python3; do
+for c in ip nft miniupnpd nginx curl python3 yggdrasil ping; do
     command -v "$c" >/dev/null || { echo "nat.sh: needs $c" >&2; exit 1; }
 done
 W=$(mktemp -d /tmp/km-bench-nat.XXXXXX)
@@ -69,6 +74,7 @@ router() {
     ip netns exec "$r" nft -f - <<EON
 table inet filter {
   chain forward { type filter hook forward priority 0; policy drop; ct state established,related accept; iifname "lan0" accept; jump miniupnpd; }
+  chain input { type filter hook input priority 0; policy accept; iifname "wan0" tcp flags & (syn | ack) == syn ct state new drop; }
   chain miniupnpd { }
   chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }
   chain postrouting { type nat hook postrouting priority 100; policy accept; oifname "wan0" masquerade; jump postrouting_miniupnpd; }
@@ -113,6 +119,7 @@ http {
   fastcgi_temp_path $W/nginx/fcgi; uwsgi_temp_path $W/nginx/uwsgi; scgi_temp_path $W/nginx/scgi;
   default_type application/octet-stream;
   server { listen 127.0.0.1:8000; root $W/www; }
+  server { listen [::]:8001 ipv6only=on; root $W/www; } # for Yggdrasil
 }
 EOF
 ip netns exec "$NA" nginx -e "$W/nginx/error.log" -c "$W/nginx/nginx.conf" >/dev/null 2>&1 &
@@ -145,7 +152,8 @@ relay = true
 node = $IB
 relay = true
 EOF
-# conf NODE-DIR PORTMAP OTHER-ID: A or B with [nat] portmap = PORTMAP, G as gateway.
+# conf NODE-DIR PORTMAP OTHER-ID [PUNCH]: A or B with [nat] portmap = PORTMAP, G as gateway,
+# punch = PUNCH (off).
 conf() {
     cat >"$1/keymesh.conf" <<EOF
 $common
@@ -158,7 +166,7 @@ listen = 127.0.0.1:1080
 portmap = $2
 external_address = 192.0.2.11
 gateway = g
-punch = off
+punch = ${4:-off}
 [peer g]
 node = $IG
 address = 192.0.2.1:15022
@@ -247,12 +255,95 @@ done
 UP=$(awk -F'\t' 'NR>1 {print $2}' "$W/upgrade.tsv" | median)
 UPALL=$(awk -F'\t' 'NR>1 {print $2}' "$W/upgrade.tsv" | tr '\n' ' ' | sed 's/ $//')
 
+# tput_of URL NS [CURL-OPTS]: curl of the big file in NS, Mbit/s ("fail" unless every byte came).
+tput_of() {
+    local n s0 s1
+    s0=$(date +%s%N)
+    n=$(ip netns exec "$2" curl -s -m 300 ${3:-} -o /dev/null -w '%{size_download}' "$1")
+    s1=$(date +%s%N)
+    if [ "$n" = $((BIG_MB << 20)) ]; then python3 -c "print('%.0f' % ($n * 8 / (($s1 - $s0) / 1e9) / 1e6))"; else echo fail; fi
+}
+
+# Punch: no mapping, punch on for both; from B's first ping answered through the relay until
+# its connection is punched; then the transfer and rtt on the punched path.
+printf 'mode\trun\tupgrade_ms\ttput_mbit\trtt_ms\n' >"$W/punch.tsv"
+conf "$B" off "$IA" on
+for run in $(seq 1 "$RUNS"); do
+    conf "$A" off "$IB" on
+    up "$NA" "$A" || exit 1
+    PA=$UPPID
+    waitfor 30 g_has relay
+    up "$NB" "$B" || exit 1
+    PB=$UPPID
+    if waitfor 30 path_is relay; then
+        t0=$(date +%s%N)
+        if waitfor 60 path_is punched; then
+            t1=$(date +%s%N)
+            ms=$(( (t1 - t0) / 1000000 ))
+            rtt=$(pingj 20 | python3 -c 'import json,sys; r=sorted(json.load(sys.stdin)["rtt_ms"]); print("%.3f" % r[len(r)//2])')
+            tput=$(tput_of "http://$IA.mesh.internal:8000/big" "$NB" "--socks5-hostname 127.0.0.1:1080")
+            log "punch run $run: relay -> punched in $ms ms; $tput Mbit/s, rtt $rtt ms"
+            printf 'punched\t%s\t%s\t%s\t%s\n' "$run" "$ms" "$tput" "$rtt" >>"$W/punch.tsv"
+        else
+            log "punch run $run: not punched within 60 s"
+        fi
+    else
+        log "punch run $run: B never reached A through the relay"
+    fi
+    down "$PB"
+    down "$PA"
+    sleep 1
+done
+conf "$B" off "$IA"
+
+# Yggdrasil through G: A and B peer only with a Yggdrasil node in G's namespace.
+down "$PG"
+mkdir -p "$W/ygg"
+for n in G A B; do
+    yggdrasil -genconf -json >"$W/ygg/$n.raw.json"
+    python3 - "$W/ygg/$n.raw.json" "$W/ygg/$n.conf" "$n" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1])); n = sys.argv[3]
+c["MulticastInterfaces"] = []; c["AdminListen"] = "none"; c["IfName"] = "ygg" + n
+if n == "G": c["Listen"] = ["tcp://192.0.2.1:12345"]
+else: c["Peers"] = ["tcp://192.0.2.1:12345"]
+json.dump(c, open(sys.argv[2], "w"), indent=1)
+EOF
+done
+YA=$(yggdrasil -useconffile "$W/ygg/A.conf" -address)
+declare -A YNS=([G]=$PUB [A]=$NA [B]=$NB)
+for n in G A B; do
+    ip netns exec "${YNS[$n]}" yggdrasil -useconffile "$W/ygg/$n.conf" -loglevel warn >"$W/ygg/$n.log" 2>&1 &
+    PIDS+=($!)
+done
+printf 'run\ttput_mbit\trtt_ms\n' >"$W/ygg.tsv"
+if waitfor 30 ip netns exec "$NB" ping -6 -c1 -W1 "$YA"; then
+    sleep 2
+    for run in $(seq 1 "$RUNS"); do
+        tput=$(tput_of "http://[$YA]:8001/big" "$NB")
+        rtt=$(ip netns exec "$NB" ping -6 -n -c 20 -i 0.05 "$YA" | python3 -c '
+import re, sys
+r = sorted(float(m) for m in re.findall(r"time=([0-9.]+)", sys.stdin.read()))
+print("%.3f" % r[len(r) // 2] if r else "-")')
+        log "yggdrasil run $run: $tput Mbit/s, rtt $rtt ms"
+        printf '%s\t%s\t%s\n' "$run" "$tput" "$rtt" >>"$W/ygg.tsv"
+    done
+else
+    log "yggdrasil: B never reached A through G"
+fi
+
 col() { awk -F'\t' -v m="$1" -v c="$2" 'NR>1 && $1==m && $c!="fail" {print $c}' "$W/raw.tsv"; }
 all() { col "$1" "$2" | tr '\n' ' ' | sed 's/ $//'; }
 TD=$(col direct 3 | median) TR=$(col relay 3 | median)
 RD=$(col direct 4 | median) RR=$(col relay 4 | median)
 FD=$(col direct 5 | median) FR=$(col relay 5 | median)
 RATIO=$(python3 -c "print('%.2f' % ($TR / $TD))" 2>/dev/null || echo -)
+pcol() { awk -F'\t' -v c="$1" 'NR>1 && $c!="fail" {print $c}' "$2"; }
+pall() { pcol "$1" "$2" | tr '\n' ' ' | sed 's/ $//'; }
+PU=$(pcol 3 "$W/punch.tsv" | median) PT=$(pcol 4 "$W/punch.tsv" | median) PR=$(pcol 5 "$W/punch.tsv" | median)
+YT=$(pcol 2 "$W/ygg.tsv" | median) YR=$(pcol 3 "$W/ygg.tsv" | median)
+YRATIO=$(python3 -c "print('%.2f' % ($TR / $YT))" 2>/dev/null || echo -)
+YGGV=$(dpkg-query -W -f '${Version}' yggdrasil 2>/dev/null)
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
 GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)
 {
@@ -266,8 +357,10 @@ GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)
     echo "| --- | --- | --- | --- | --- | --- | --- |"
     echo "| direct (mapped by UPnP at miniupnpd) | $TD | $(all direct 3) | $RD | $(all direct 4) | $FD | $(all direct 5) |"
     echo "| relay (through G) | $TR | $(all relay 3) | $RR | $(all relay 4) | $FR | $(all relay 5) |"
+    echo "| punched (after relay, TCP simultaneous open) | $PT | $(pall 4 "$W/punch.tsv") | $PR | $(pall 5 "$W/punch.tsv") | | |"
+    echo "| Yggdrasil ${YGGV:-?} through a Yggdrasil node at G (rtt: ping -6) | $YT | $(pall 2 "$W/ygg.tsv") | $YR | $(pall 3 "$W/ygg.tsv") | | |"
     echo
-    echo "**Relayed / direct throughput: ${RATIO}x.** Relay -> direct upgrade (A turns port mapping on while B is relayed to it, until B's connection is direct): median $UP ms (runs: $UPALL). Relay -> punched: not measured by bench/nat.sh; tests/integration/punch.sh prints it (from B's first stream to A until B's path is \`punched\`, plain masquerade): 1497 and 1751 ms in two runs. Yggdrasil through the same public node: not measured."
+    echo "**Relayed / direct throughput: ${RATIO}x. keymesh relay / Yggdrasil through the same public node: ${YRATIO}x.** Relay -> direct upgrade (A turns port mapping on while B is relayed to it, until B's connection is direct): median $UP ms (runs: $UPALL). Relay -> punched (from B's first ping answered through the relay until its connection is punched): median $PU ms (runs: $(pall 3 "$W/punch.tsv"))."
     echo
     echo "\"Start to first usable path\" runs from \`keymesh up\` of A (G running) until B's \`keymesh ping A\` answers on that path: A maps its port (direct) or registers with G (relay), signs its record and hands it to G; B is started as soon as G holds it (B takes records from G when its session to G starts), registers, learns A's record and dials. It includes B's own start."
 } >"$W/table.md"
