@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # nat.sh -- direct (mapped) vs relayed paths between two nodes behind NAT, in one run.
 #
-# Topology (network namespaces created here, documentation-range addresses only; the same as
-# tests/integration/nat.sh): a "public" bridge 192.0.2.0/24 with node G (the gateway) at
-# 192.0.2.1; router R1 (192.0.2.11, nftables masquerade + miniupnpd) in front of node A
-# (198.51.100.2); router R2 (192.0.2.12, masquerade) in front of node B (203.0.113.2). nginx
-# (sendfile) serves a file in A's namespace on 127.0.0.1:8000, exposed to the mesh.
+# Topology (tests/integration/nat_topo.sh, shared with the tests; network namespaces created
+# here, documentation-range addresses only): a "public" bridge 192.0.2.0/24 with node G (the
+# gateway) at 192.0.2.1; router R1 (192.0.2.11, nftables masquerade + miniupnpd) in front of
+# node A (198.51.100.2); router R2 (192.0.2.12, masquerade) in front of node B (203.0.113.2).
+# nginx (sendfile) serves a file in A's namespace on 127.0.0.1:8000, exposed to the mesh.
 #
 # Two set-ups, measured in the same run, alternating:
 #   direct  A maps its mesh port at miniupnpd (portmap = upnp); B reaches A at the mapped
@@ -43,48 +43,18 @@ for c in ip nft miniupnpd nginx curl python3 yggdrasil ping; do
     command -v "$c" >/dev/null || { echo "nat.sh: needs $c" >&2; exit 1; }
 done
 W=$(mktemp -d /tmp/km-bench-nat.XXXXXX)
-S=kmbn$$
-PUB=$S-pub R1=$S-r1 R2=$S-r2 NA=$S-a NB=$S-b
-ALLNS="$PUB $R1 $R2 $NA $NB"
+# The topology, shared with the tests: routers that drop unsolicited WAN SYNs.
+source "$ROOT/tests/integration/nat_topo.sh"
 PIDS=()
 cleanup() {
-    local p n
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    for n in $ALLNS; do ip netns del "$n" 2>/dev/null; done
+    nat_topo_down
     rm -rf "$W"
 }
 trap cleanup EXIT
 trap 'exit 143' TERM INT
 log() { printf '[%(%H:%M:%S)T] %s\n' -1 "$*" >&2; }
 waitfor() { local n=$(($1 * 20)); shift; while [ $n -gt 0 ]; do "$@" >/dev/null 2>&1 && return 0; sleep 0.05; n=$((n - 1)); done; return 1; }
-
-for n in $ALLNS; do ip netns add "$n" || exit 1; ip -n "$n" link set lo up; done
-ip -n "$PUB" link add br0 type bridge && ip -n "$PUB" link set br0 up
-ip -n "$PUB" addr add 192.0.2.1/24 dev br0
-router() {
-    local r=$1 wan=$2 net=$3 node=$4 naddr=$5 pubif=p${1: -2}
-    ip link add wan0 netns "$r" type veth peer name "$pubif" netns "$PUB" || return 1
-    ip -n "$PUB" link set "$pubif" master br0 && ip -n "$PUB" link set "$pubif" up
-    ip -n "$r" addr add "$wan/24" dev wan0 && ip -n "$r" link set wan0 up
-    ip link add lan0 netns "$r" type veth peer name eth0 netns "$node" || return 1
-    ip -n "$r" addr add "$net.1/24" dev lan0 && ip -n "$r" link set lan0 up
-    ip -n "$node" addr add "$naddr/24" dev eth0 && ip -n "$node" link set eth0 up
-    ip -n "$node" route add default via "$net.1"
-    ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1
-    ip netns exec "$r" nft -f - <<EON
-table inet filter {
-  chain forward { type filter hook forward priority 0; policy drop; ct state established,related accept; iifname "lan0" accept; jump miniupnpd; }
-  chain input { type filter hook input priority 0; policy accept; iifname "wan0" tcp flags & (syn | ack) == syn ct state new drop; }
-  chain miniupnpd { }
-  chain prerouting { type nat hook prerouting priority -100; policy accept; jump prerouting_miniupnpd; }
-  chain postrouting { type nat hook postrouting priority 100; policy accept; oifname "wan0" masquerade; jump postrouting_miniupnpd; }
-  chain prerouting_miniupnpd { }
-  chain postrouting_miniupnpd { }
-}
-EON
-}
-router "$R1" 192.0.2.11 198.51.100 "$NA" 198.51.100.2 || exit 1
-router "$R2" 192.0.2.12 203.0.113 "$NB" 203.0.113.2 || exit 1
+nat_topo_up kmbn$$ drop-syn || exit 1
 # miniupnpd refuses reserved WAN addresses: it reports 11.0.0.10 (configured nowhere) and A
 # announces its real public address with [nat] external_address (docs/NAT.md, Tests).
 cat >"$W/miniupnpd.conf" <<EOF
@@ -178,6 +148,17 @@ up() { ip netns exec "$1" "$KM" up --dir "$2" >>"$2.log" 2>&1 & UPPID=$!; PIDS+=
 down() { kill -TERM "$1" 2>/dev/null; local n=200; while [ $n -gt 0 ] && kill -0 "$1" 2>/dev/null; do sleep 0.05; n=$((n - 1)); done; kill -KILL "$1" 2>/dev/null; wait "$1" 2>/dev/null; }
 pingj() { ip netns exec "$NB" "$KM" ping --dir "$B" -n "$1" --json "$IA" 2>/dev/null; }
 path_is() { pingj 1 | python3 -c "import json,sys; sys.exit(0 if json.load(sys.stdin)['path']=='$1' else 1)"; }
+# rtt_km: median of 20 keymesh pings from B to A, ms.
+rtt_km() { pingj 20 | python3 -c 'import json,sys; r=sorted(json.load(sys.stdin)["rtt_ms"]); print("%.3f" % r[len(r)//2])'; }
+# tput_of URL NS [CURL-OPTS]: curl of the big file in NS, Mbit/s ("fail" unless every byte came).
+tput_of() {
+    local n s0 s1
+    s0=$(date +%s%N)
+    n=$(ip netns exec "$2" curl -s -m 300 ${3:-} -o /dev/null -w '%{size_download}' "$1")
+    s1=$(date +%s%N)
+    if [ "$n" = $((BIG_MB << 20)) ]; then python3 -c "print('%.0f' % ($n * 8 / (($s1 - $s0) / 1e9) / 1e6))"; else echo fail; fi
+}
+
 median() { sort -n | awk '{a[NR]=$1} END {if (NR==0) print "-"; else if (NR%2) print a[(NR+1)/2]; else printf "%g\n", (a[NR/2]+a[NR/2+1])/2}'; }
 
 up "$PUB" "$G" || { echo "nat.sh: G did not start" >&2; exit 1; }
@@ -211,12 +192,8 @@ for run in $(seq 1 "$RUNS"); do
         fi
         t1=$(date +%s%N)
         first=$(( (t1 - t0) / 1000000 ))
-        rtt=$(pingj 20 | python3 -c 'import json,sys; r=sorted(json.load(sys.stdin)["rtt_ms"]); print("%.3f" % r[len(r)//2])')
-        s0=$(date +%s%N)
-        n=$(ip netns exec "$NB" curl -s -m 300 --socks5-hostname 127.0.0.1:1080 -o /dev/null -w '%{size_download}' "http://$IA.mesh.internal:8000/big")
-        s1=$(date +%s%N)
-        tput=$(python3 -c "print('%.0f' % ($n * 8 / (($s1 - $s0) / 1e9) / 1e6))")
-        [ "$n" = $((BIG_MB << 20)) ] || tput=fail
+        rtt=$(rtt_km)
+        tput=$(tput_of "http://$IA.mesh.internal:8000/big" "$NB" "--socks5-hostname 127.0.0.1:1080")
         log "$mode run $run: $tput Mbit/s, rtt $rtt ms, first usable path $first ms"
         printf '%s\t%s\t%s\t%s\t%s\n' "$mode" "$run" "$tput" "$rtt" "$first" >>"$W/raw.tsv"
         down "$PB"
@@ -225,17 +202,28 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
-# Upgrade: A without port mapping, B relayed to it; A turns mapping on (SIGHUP); time until
-# B's connection to A is direct (the background upgrade of docs/NAT.md).
-printf 'run\tupgrade_ms\n' >"$W/upgrade.tsv"
-for run in $(seq 1 "$RUNS"); do
-    conf "$A" off "$IB"
+# relayed_pair PUNCH: A without port mapping, then B once G holds A's relay path, both with
+# [nat] punch = PUNCH; PA and PB set. Succeeds when B's ping of A answers through the relay.
+relayed_pair() {
+    conf "$A" off "$IB" "$1"
     up "$NA" "$A" || exit 1
     PA=$UPPID
     waitfor 30 g_has relay
     up "$NB" "$B" || exit 1
     PB=$UPPID
-    if waitfor 30 path_is relay; then
+    waitfor 30 path_is relay
+}
+pair_down() {
+    down "$PB"
+    down "$PA"
+    sleep 1
+}
+
+# Upgrade: A without port mapping, B relayed to it; A turns mapping on (SIGHUP); time until
+# B's connection to A is direct (the background upgrade of docs/NAT.md).
+printf 'run\tupgrade_ms\n' >"$W/upgrade.tsv"
+for run in $(seq 1 "$RUNS"); do
+    if relayed_pair off; then
         sed -i 's/^portmap = off$/portmap = upnp/' "$A/keymesh.conf"
         t0=$(date +%s%N)
         kill -HUP "$PA"
@@ -248,39 +236,22 @@ for run in $(seq 1 "$RUNS"); do
             log "upgrade run $run: no upgrade within 90 s"
         fi
     fi
-    down "$PB"
-    down "$PA"
-    sleep 1
+    pair_down
 done
 UP=$(awk -F'\t' 'NR>1 {print $2}' "$W/upgrade.tsv" | median)
 UPALL=$(awk -F'\t' 'NR>1 {print $2}' "$W/upgrade.tsv" | tr '\n' ' ' | sed 's/ $//')
-
-# tput_of URL NS [CURL-OPTS]: curl of the big file in NS, Mbit/s ("fail" unless every byte came).
-tput_of() {
-    local n s0 s1
-    s0=$(date +%s%N)
-    n=$(ip netns exec "$2" curl -s -m 300 ${3:-} -o /dev/null -w '%{size_download}' "$1")
-    s1=$(date +%s%N)
-    if [ "$n" = $((BIG_MB << 20)) ]; then python3 -c "print('%.0f' % ($n * 8 / (($s1 - $s0) / 1e9) / 1e6))"; else echo fail; fi
-}
 
 # Punch: no mapping, punch on for both; from B's first ping answered through the relay until
 # its connection is punched; then the transfer and rtt on the punched path.
 printf 'mode\trun\tupgrade_ms\ttput_mbit\trtt_ms\n' >"$W/punch.tsv"
 conf "$B" off "$IA" on
 for run in $(seq 1 "$RUNS"); do
-    conf "$A" off "$IB" on
-    up "$NA" "$A" || exit 1
-    PA=$UPPID
-    waitfor 30 g_has relay
-    up "$NB" "$B" || exit 1
-    PB=$UPPID
-    if waitfor 30 path_is relay; then
+    if relayed_pair on; then
         t0=$(date +%s%N)
         if waitfor 60 path_is punched; then
             t1=$(date +%s%N)
             ms=$(( (t1 - t0) / 1000000 ))
-            rtt=$(pingj 20 | python3 -c 'import json,sys; r=sorted(json.load(sys.stdin)["rtt_ms"]); print("%.3f" % r[len(r)//2])')
+            rtt=$(rtt_km)
             tput=$(tput_of "http://$IA.mesh.internal:8000/big" "$NB" "--socks5-hostname 127.0.0.1:1080")
             log "punch run $run: relay -> punched in $ms ms; $tput Mbit/s, rtt $rtt ms"
             printf 'punched\t%s\t%s\t%s\t%s\n' "$run" "$ms" "$tput" "$rtt" >>"$W/punch.tsv"
@@ -290,9 +261,7 @@ for run in $(seq 1 "$RUNS"); do
     else
         log "punch run $run: B never reached A through the relay"
     fi
-    down "$PB"
-    down "$PA"
-    sleep 1
+    pair_down
 done
 conf "$B" off "$IA"
 

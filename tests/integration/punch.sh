@@ -20,48 +20,9 @@
 source "$(dirname "$0")/lib.sh"
 [ "$(id -u)" = 0 ] || { echo "punch: needs root for network namespaces"; exit 1; }
 command -v nft >/dev/null || { echo "punch: needs nft (scripts/deps.sh)"; exit 1; }
-S=km-pun-$$
-PUB=$S-pub R1=$S-r1 R2=$S-r2 NA=$S-a NB=$S-b
-ALLNS="$PUB $R1 $R2 $NA $NB"
-cleanup_ns() {
-    local p n
-    for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null; done
-    for n in $ALLNS; do ip netns del "$n" 2>/dev/null; done
-    cleanup
-}
-trap cleanup_ns EXIT
-for n in $ALLNS; do ip netns add "$n" || exit 1; ip -n "$n" link set lo up; done
-ip -n "$PUB" link add br0 type bridge && ip -n "$PUB" link set br0 up || exit 1
-ip -n "$PUB" addr add 192.0.2.1/24 dev br0
-# nat_rules ROUTER MASQ: forwarding from the LAN and back, MASQ ("masquerade" or
-# "masquerade random") on the way out, and unsolicited TCP SYNs from the WAN dropped (as a
-# firewalled NAT router does; one that answers them with a reset closes its own mapping for
-# the punch before the other side's SYN arrives, docs/NAT.md).
-nat_rules() {
-    ip netns exec "$1" nft -f - <<EON
-flush ruleset
-table inet filter {
-  chain forward { type filter hook forward priority 0; policy drop; ct state established,related accept; iifname "lan0" accept; }
-  chain input { type filter hook input priority 0; policy accept; iifname "wan0" tcp flags & (syn | ack) == syn ct state new drop; }
-  chain postrouting { type nat hook postrouting priority 100; policy accept; oifname "wan0" $2; }
-}
-EON
-}
-# router NS WAN-ADDR LAN-NET NODE-NS NODE-ADDR
-router() {
-    local r=$1 wan=$2 net=$3 node=$4 naddr=$5 pubif=p$(echo "$1" | tail -c 3)
-    ip link add wan0 netns "$r" type veth peer name "$pubif" netns "$PUB" || return 1
-    ip -n "$PUB" link set "$pubif" master br0 && ip -n "$PUB" link set "$pubif" up
-    ip -n "$r" addr add "$wan/24" dev wan0 && ip -n "$r" link set wan0 up
-    ip link add lan0 netns "$r" type veth peer name eth0 netns "$node" || return 1
-    ip -n "$r" addr add "$net.1/24" dev lan0 && ip -n "$r" link set lan0 up
-    ip -n "$node" addr add "$naddr/24" dev eth0 && ip -n "$node" link set eth0 up
-    ip -n "$node" route add default via "$net.1"
-    ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1
-    nat_rules "$r" masquerade
-}
-router "$R1" 192.0.2.11 198.51.100 "$NA" 198.51.100.2 || exit 1
-router "$R2" 192.0.2.12 203.0.113 "$NB" 203.0.113.2 || exit 1
+source "$(dirname "$0")/nat_topo.sh"
+trap 'nat_topo_down; cleanup' EXIT
+nat_topo_up km-pun-$$ drop-syn || exit 1
 check "A reaches the public segment through R1" ip netns exec "$NA" ping -c1 -W2 192.0.2.1 >/dev/null
 check "B reaches the public segment through R2" ip netns exec "$NB" ping -c1 -W2 192.0.2.1 >/dev/null
 
