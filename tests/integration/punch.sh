@@ -95,6 +95,8 @@ jq_() { python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 regs() { st "$1" "$2" | jq_ "d['nat']['registered']"; }
 reg_is() { test "$(regs "$1" "$2")" = "$3"; }
 gwf() { st "$PUB" "$G" | jq_ "d['nat']['gateway']['$1']"; }
+gw_relayed_is() { test "$(gwf relayed)" = "$1"; }
+both_registered() { reg_is "$NA" "$A" 1 && reg_is "$NB" "$B" 1; }
 get() { ip netns exec "$1" curl -s -m 8 --socks5-hostname 127.0.0.1:1080 "http://$3.mesh.internal:8000/i"; }
 reach_a() { test "$(get "$NB" "$B" "$IA")" = from-a; }
 relay_seen() { ip netns exec "$1" "$KM" resolve --dir "$2" --json "$3.mesh.internal" | grep -q '"kind": "relay"'; }
@@ -129,7 +131,7 @@ check "$MB MiB over the punched path, sha256 matches" test "$GOT" = "$WANT"
 check "G relayed nothing for it" test "$(gwf relayed_total)" = "$REL0"
 check "B closed its relayed session to A" waitfor 10 grep -q "(relay via .*: closed" "$B.log"
 check "A closed its end of it" waitfor 10 grep -q "from relay via .*: closed" "$A.log"
-check "G ended its splice of the retired relayed session" waitfor 10 sh -c "[ \"\$(ip netns exec $PUB '$KM' status --dir '$G' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"nat\"][\"gateway\"][\"relayed\"])')\" = 0 ]"
+check "G ended its splice of the retired relayed session" waitfor 10 gw_relayed_is 0
 rm -f "$T/wa/big"
 check "B stops cleanly" down "$PB"
 check "A stops cleanly" down "$PA"
@@ -142,7 +144,7 @@ sed -i 's/^listen = 0.0.0.0:15022$/listen = 0.0.0.0:15023/' "$B/keymesh.conf"
 mv "$B.log" "$B-1.log"
 check "A starts again" up "$NA" "$A"; PA=$UPPID
 check "B starts again behind masquerade random" up "$NB" "$B"; PB=$UPPID
-check "both register" waitfor 15 sh -c "[ \"\$(ip netns exec $NA '$KM' status --dir '$A' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"nat\"][\"registered\"])')\" = 1 ] && [ \"\$(ip netns exec $NB '$KM' status --dir '$B' --json | python3 -c 'import json,sys; print(json.load(sys.stdin)[\"nat\"][\"registered\"])')\" = 1 ]"
+check "both register" waitfor 15 both_registered
 check "B learns A's relay path" waitfor 15 relay_seen "$NB" "$B" "$IA"
 check "B reaches A through the relay" waitfor 15 reach_a
 n0=$(grep -c "coordinating a hole punch" "$G.log")
