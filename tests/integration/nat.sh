@@ -28,6 +28,9 @@ source "$(dirname "$0")/lib.sh"
 command -v miniupnpd >/dev/null && command -v nft >/dev/null ||
     { echo "nat: needs miniupnpd (miniupnpd-nftables) and nft (scripts/deps.sh)"; exit 1; }
 source "$(dirname "$0")/nat_topo.sh"
+# The impersonating gateway: keymesh rebuilt with the test-only swap (tests/integration/CMakeLists.txt).
+SWAPGW=${KM_SWAPGW:-$(dirname "$KM")/../../tests/integration/keymesh-swapgw}
+[ -x "$SWAPGW" ] || { echo "nat: no keymesh-swapgw at $SWAPGW (build the tests)"; exit 1; }
 trap 'nat_topo_down; cleanup' EXIT
 # Routers that answer unsolicited SYNs with resets: B's dial of an unmapped A fails at once.
 nat_topo_up km-nat-$$ open || exit 1
@@ -312,7 +315,7 @@ check "B's daemon is still up" sh -c "ip netns exec $NB '$KM' status --dir '$B' 
 
 # A gateway that impersonates the target (its own key instead of A's) fails the host-key
 # check: B refuses the session, nothing reaches A.
-KM_TEST_GATEWAY_SWAP=1 ip netns exec "$PUB" "$KM" up --dir "$G" >>"$G.log" 2>&1 &
+ip netns exec "$PUB" "$SWAPGW" up --dir "$G" >>"$G.log" 2>&1 &
 PG=$!; PIDS+=("$PG")
 check "an impersonating G starts" waitfor 10 ip netns exec "$PUB" "$KM" status --dir "$G"
 check "B re-registers with it" waitfor 15 reg_is "$NB" "$B" 1
