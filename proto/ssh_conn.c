@@ -21,6 +21,7 @@
 #include <sodium.h>
 
 #include "core/addr.h"
+#include "core/tcpinfo.h"
 #include "core/log.h"
 #include "identity/derive.h"
 #include "proto/ssh_int.h"
@@ -1247,4 +1248,12 @@ int km_ssh_conn_peer_addr(const struct km_ssh_conn *c, struct sockaddr_storage *
         return c->fd < 0 ? KM_ERR_CLOSED : -errno;
     }
     return out->ss_family == AF_INET || out->ss_family == AF_INET6 ? 0 : KM_ERR_UNSUPPORTED;
+}
+
+int km_ssh_conn_rtt_us(const struct km_ssh_conn *c, uint32_t *out)
+{
+    *out = 0;
+    struct sockaddr_storage sa;
+    int e = km_ssh_conn_peer_addr(c, &sa); /* a TCP conn, still open */
+    return e != 0 ? e : km_tcp_rtt_us(c->fd, out);
 }

@@ -512,6 +512,9 @@ static void test_write_error_is_deferred(void **state)
         0);
     assert_true(run_until(&loop, dial_done, &d, 5000));
     assert_int_equal(d.err, 0);
+    uint32_t rtt = 1;
+    assert_int_equal(km_ssh_conn_rtt_us(c, &rtt), KM_ERR_UNSUPPORTED); /* not TCP */
+    assert_int_equal(rtt, 0);
     struct client cl = {0};
     struct km_ssh_open *req;
     assert_int_equal(km_ssh_open_direct(c, "localhost", 9, on_open, &cl, &req), 0);
@@ -544,7 +547,8 @@ static void test_write_error_is_deferred(void **state)
     teardown_nodes(&loop, &a, &b);
 }
 
-/* ---- a dialled TCP socket handed over (a punched connection) is tuned like a dial ---- */
+/* ---- a dialled TCP socket handed over (a punched connection) is tuned like a dial and
+ * reports its RTT ---- */
 
 static void test_dial_fd_tunes_tcp(void **state)
 {
@@ -578,6 +582,10 @@ static void test_dial_fd_tunes_tcp(void **state)
     v = 0;
     assert_int_equal(getsockopt(probe, SOL_SOCKET, SO_KEEPALIVE, &v, &vl), 0);
     assert_int_equal(v, 1);
+    /* The handshake gave the kernel its first RTT sample: loopback, well under a second. */
+    uint32_t rtt = 0;
+    assert_int_equal(km_ssh_conn_rtt_us(c, &rtt), 0);
+    assert_true(rtt > 0 && rtt < 1000000);
     km_ssh_conn_close(c); /* closed by its caller: no callback */
     for (int i = 0; i < 20; i++) {
         uv_run(&loop, UV_RUN_NOWAIT);
