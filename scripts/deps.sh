@@ -13,7 +13,7 @@ LIBS=(libuv1-dev libsodium-dev libinih-dev libjansson-dev libcmocka-dev libssh-d
 BUILD=(build-essential cmake ninja-build pkg-config clang libclang-rt-14-dev clang-format)
 # Real peers and tools the tests run against.
 TOOLS=(openssh-client openssh-server iputils-ping iperf3 valgrind curl iproute2 procps psmisc python3 file git knot-dnsutils bind9-dnsutils unbound knot avahi-daemon avahi-utils dbus
-       nftables miniupnpd-nftables)
+       nftables miniupnpd-nftables ethtool)
 
 want=("${LIBS[@]}" "${BUILD[@]}" "${TOOLS[@]}")
 if [[ "${1:-}" == --arm64 ]]; then

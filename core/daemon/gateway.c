@@ -22,7 +22,10 @@
 #define REG_RETRY_MIN_MS 250u              /* first re-registration delay ... */
 #define REG_RETRY_MAX_MS 5000u             /* ... doubling to this, plus up to 50 % jitter */
 #define REG_IN_MAX (4u * KM_RELAY_MSG_MAX) /* buffered control bytes */
-#define PUNCH_EVERY_MS 1000u /* a node's punch requests coordinated at most this often */
+#define PUNCH_EVERY_MS 1000u     /* a node's punch requests coordinated at most this often */
+#define PUNCH_HOLD_MAX_MS 1000u  /* the longest a PUNCH is held back to arrive with the other */
+#define PUNCH_HELD_MAX MAX_NODES /* PUNCH frames held back at once; past it they go at once */
+#define PUNCH_FRAME_MAX 80u      /* a PUNCH frame with an IPv6 address fits */
 
 /* ---- node role: one registration per configured gateway ---- */
 
@@ -46,14 +49,27 @@ struct node {
     struct km_gateway *g;
     struct km_pubkey key;
     struct km_stream *ctl; /* the registration channel; NULL when not registered */
-    struct km_buf in;      /* frames the node sent on it */
-    bool has_seen;         /* the reflexive address of its registered session */
+    /* The session ctl runs on, for its RTT: valid while ctl is (a conn ends its channels,
+     * on_ctl_end, before it goes). */
+    struct km_ssh_conn *conn;
+    struct km_buf in; /* frames the node sent on it */
+    bool has_seen;    /* the reflexive address of its registered session */
     struct sockaddr_storage seen;
     uint16_t listen_port; /* its LISTEN: the mesh port it punches from (0: none said) */
     uint64_t last_punch_ms;
     unsigned streams; /* relayed streams at once, as source or target */
     uint64_t bytes;   /* relayed bytes so far */
     char id[16];
+};
+
+/* A PUNCH frame held back so that it reaches its node together with the other one. */
+struct held_punch {
+    uv_timer_t timer;
+    struct km_gateway *g;
+    struct km_pubkey to;
+    uint8_t frame[PUNCH_FRAME_MAX];
+    size_t len;
+    struct held_punch *next;
 };
 
 /* One relayed stream being set up or running. */
@@ -86,6 +102,8 @@ struct km_gateway {
     uint64_t relayed_bytes;
     uint64_t refused;
     struct km_punches punches; /* node role: hole punches in progress */
+    struct held_punch *held;   /* gateway role: PUNCH frames waiting for their time */
+    unsigned n_held;
 };
 
 /* Only tests/integration's keymesh-swapgw is built with KM_TEST_SWAP_GATEWAY: a gateway that
@@ -375,16 +393,23 @@ static struct node *get_node(struct km_gateway *g, const struct km_pubkey *k)
     return n;
 }
 
+/* What a registration told us, forgotten when it ends. */
+static void reg_forget(struct node *n)
+{
+    n->ctl = NULL;
+    n->conn = NULL;
+    km_buf_reset(&n->in);
+    n->has_seen = false;
+    n->listen_port = 0;
+}
+
 static void ctl_drop(struct node *n)
 {
     if (n->ctl != NULL) {
         n->ctl->data = NULL;
         km_stream_close(n->ctl);
-        n->ctl = NULL;
     }
-    km_buf_reset(&n->in);
-    n->has_seen = false;
-    n->listen_port = 0;
+    reg_forget(n);
 }
 
 /* addr's address with port. */
@@ -399,21 +424,84 @@ static void with_port(const struct sockaddr_storage *addr, uint16_t port,
     }
 }
 
-static void send_punch(struct node *to, const struct node *other, uint8_t flags)
+static void held_unlink(struct held_punch *h)
+{
+    struct km_gateway *g = h->g;
+    for (struct held_punch **pp = &g->held; *pp != NULL; pp = &(*pp)->next) {
+        if (*pp == h) {
+            *pp = h->next;
+            g->n_held--;
+            return;
+        }
+    }
+}
+
+static void on_held_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void on_held_timer(uv_timer_t *t)
+{
+    struct held_punch *h = t->data;
+    struct node *n = find_node(h->g, &h->to);
+    if (n != NULL && n->ctl != NULL) {
+        (void)km_stream_write(n->ctl, h->frame, h->len);
+    }
+    held_unlink(h);
+    uv_close((uv_handle_t *)&h->timer, on_held_closed);
+}
+
+/* Tell `to` to punch to `other`, now or after delay_ms. */
+static void send_punch(struct km_gateway *g, struct node *to, const struct node *other,
+                       uint8_t flags, uint64_t delay_ms)
 {
     struct sockaddr_storage a;
     with_port(&other->seen, other->listen_port, &a);
-    uint8_t mem[80];
+    uint8_t mem[PUNCH_FRAME_MAX];
     struct km_buf w;
     km_buf_init_fixed(&w, mem, sizeof mem);
-    if (km_relay_msg_put_punch(&w, &other->key, (const struct sockaddr *)&a, flags) == 0) {
-        (void)km_stream_write(to->ctl, km_buf_peek_ptr(&w), km_buf_len(&w));
+    if (km_relay_msg_put_punch(&w, &other->key, (const struct sockaddr *)&a, flags) != 0) {
+        return;
     }
+    struct held_punch *h = NULL;
+    if (delay_ms > 0 && g->n_held < PUNCH_HELD_MAX) {
+        h = calloc(1, sizeof *h);
+    }
+    if (h == NULL || uv_timer_init(g->loop, &h->timer) != 0) {
+        free(h);
+        (void)km_stream_write(to->ctl, km_buf_peek_ptr(&w), km_buf_len(&w));
+        return;
+    }
+    h->timer.data = h;
+    h->g = g;
+    h->to = to->key;
+    h->len = km_buf_len(&w);
+    memcpy(h->frame, km_buf_peek_ptr(&w), h->len);
+    h->next = g->held;
+    g->held = h;
+    g->n_held++;
+    (void)uv_timer_start(&h->timer, on_held_timer,
+                         delay_ms < PUNCH_HOLD_MAX_MS ? delay_ms : PUNCH_HOLD_MAX_MS, 0);
+}
+
+/* Half the RTT of n's registered session (km_ssh_conn_rtt_us), in microseconds: the time a
+ * frame takes to reach it. 0 when the kernel has no figure. */
+static uint64_t one_way_us(const struct node *n)
+{
+    uint32_t rtt;
+    return n->conn != NULL && km_ssh_conn_rtt_us(n->conn, &rtt) == 0 ? rtt / 2u : 0;
 }
 
 /* f asks for a hole punch to target: when both are registered here and said their mesh
  * ports, tell each the other's punch address (the address its session comes from, with
- * its mesh port), f as the SSH client. Anything else is ignored: the node stays relayed. */
+ * its mesh port), f as the SSH client. Anything else is ignored: the node stays relayed.
+ *
+ * Each node's SYN must leave its own NAT before the other's arrives there: a NAT that answers
+ * an unsolicited SYN with a reset keeps that flow closed for a while, and the other node's
+ * mapping cannot then keep its port. So the two frames should arrive at once, and the one to
+ * the nearer node is held back by the difference of the one-way times (half of each session's
+ * RTT, as the kernel measures it). With one figure missing both go at once. */
 static void coordinate(struct km_gateway *g, struct node *f, const struct km_pubkey *target)
 {
     struct node *t = find_node(g, target);
@@ -424,9 +512,18 @@ static void coordinate(struct km_gateway *g, struct node *f, const struct km_pub
         return;
     }
     f->last_punch_ms = now;
-    send_punch(t, f, 0);
-    send_punch(f, t, KM_RELAY_PUNCH_CLIENT);
-    KM_INFO("gateway: coordinating a hole punch from %s... to %s...", f->id, t->id);
+    uint64_t ow_f = one_way_us(f), ow_t = one_way_us(t);
+    uint64_t hold_f = 0, hold_t = 0;
+    if (ow_f != 0 && ow_t != 0) {
+        hold_f = ow_t > ow_f ? (ow_t - ow_f + 500u) / 1000u : 0;
+        hold_t = ow_f > ow_t ? (ow_f - ow_t + 500u) / 1000u : 0;
+    }
+    send_punch(g, t, f, 0, hold_t);
+    send_punch(g, f, t, KM_RELAY_PUNCH_CLIENT, hold_f);
+    KM_INFO("gateway: coordinating a hole punch from %s... to %s... (one-way %.1f / %.1f ms; "
+            "held %llu / %llu ms)",
+            f->id, t->id, (double)ow_f / 1000.0, (double)ow_t / 1000.0, (unsigned long long)hold_f,
+            (unsigned long long)hold_t);
 }
 
 static void on_ctl_data(struct km_stream *s, const uint8_t *data, size_t len)
@@ -467,10 +564,7 @@ static void on_ctl_end(struct km_stream *s, int err)
     (void)err;
     if (n != NULL && n->ctl == s) {
         KM_INFO("gateway: node %s... unregistered", n->id);
-        n->ctl = NULL;
-        km_buf_reset(&n->in);
-        n->has_seen = false;
-        n->listen_port = 0;
+        reg_forget(n);
     }
     km_stream_close(s);
 }
@@ -676,6 +770,7 @@ static void hook_on_direct(void *arg, const struct km_pubkey *peer, const char *
             n->seen = seen;
         }
         n->ctl = s;
+        n->conn = c;
         s->data = n;
         s->on_data = on_ctl_data;
         s->on_end = on_ctl_end;
@@ -906,6 +1001,11 @@ void km_gateway_stop(struct km_gateway *g)
         ctl_drop(&g->nodes[i]);
     }
     km_punch_stop_all(&g->punches);
+    while (g->held != NULL) {
+        struct held_punch *h = g->held;
+        held_unlink(h);
+        uv_close((uv_handle_t *)&h->timer, on_held_closed);
+    }
     /* Splices being set up: cancel and refuse. Running ones end with km_relay_close_all. */
     struct splice **pp = &g->splices;
     while (*pp != NULL) {

@@ -12,6 +12,10 @@
 #   leaves the kernel to answer them with resets.
 # nat_topo_down: kill the processes in the caller's PIDS array (they run in the namespaces),
 #   then delete every namespace nat_topo_up made (idempotent).
+# nat_delay ROUTER MS: put MS of one-way delay (each direction) between ROUTER's WAN and the
+#   public bridge: a namespace with tests/integration/delay_link.py forwarding between two
+#   veths (this kernel has no netem; needs ethtool). Its PID joins PIDS, its namespace
+#   NAT_ALLNS.
 # nat_rules ROUTER MASQ: (re)load ROUTER's ruleset with MASQ on the way out ("masquerade", or
 #   "masquerade random" for a symmetric NAT), keeping the firewall choice. Both rulesets have
 #   the empty chains miniupnpd (nftables flavour) fills with its DNAT and filter rules.
@@ -49,6 +53,28 @@ nat_router() {
     ip -n "$node" route add default via "$net.1" || return 1
     ip netns exec "$r" sysctl -qw net.ipv4.ip_forward=1 || return 1
     nat_rules "$r" masquerade
+}
+
+nat_delay() {
+    local r=$1 ms=$2 d=$1-dl pubif=p${1: -2} wan
+    wan=$(ip -n "$r" -4 -o addr show dev wan0 | awk '{print $4}')
+    [ -n "$wan" ] || return 1
+    ip netns add "$d" || return 1
+    NAT_ALLNS="$NAT_ALLNS $d"
+    ip netns exec "$d" sysctl -qw net.ipv6.conf.all.disable_ipv6=1 \
+        net.ipv6.conf.default.disable_ipv6=1 || return 1
+    ip -n "$PUB" link del "$pubif" || return 1 # and wan0, its peer
+    ip link add wan0 netns "$r" type veth peer name in0 netns "$d" || return 1
+    ip link add out0 netns "$d" type veth peer name "$pubif" netns "$PUB" || return 1
+    ip -n "$PUB" link set "$pubif" master br0 && ip -n "$PUB" link set "$pubif" up || return 1
+    ip -n "$d" link set in0 up && ip -n "$d" link set out0 up || return 1
+    ip -n "$r" addr add "$wan" dev wan0 && ip -n "$r" link set wan0 up || return 1
+    # Frames leave for the forwarder with their checksums done: a veth would hand it TCP
+    # segments whose checksum (offloaded) is still to be filled in.
+    ip netns exec "$r" ethtool -K wan0 tx off >/dev/null || return 1
+    ip netns exec "$PUB" ethtool -K "$pubif" tx off >/dev/null || return 1
+    ip netns exec "$d" python3 "$(dirname "${BASH_SOURCE[0]}")/delay_link.py" in0 out0 "$ms" &
+    PIDS+=($!)
 }
 
 nat_topo_up() {

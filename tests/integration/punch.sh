@@ -14,7 +14,9 @@
 # B stays relayed with no error, and streams still work. Last, nobody but A's gateway gets
 # gateway traffic to A: OpenSSH through the relay (as B) is refused the relayed@keymesh and
 # register@keymesh channels, and a rogue gateway at G's address is refused on its host key
-# (no registration, so no reflexive address or punch from it).
+# (no registration, so no reflexive address or punch from it). Then both routers answer
+# unsolicited SYNs with resets and B is 20 ms beyond R2 (tests/integration/delay_link.py):
+# G times the two PUNCH frames to arrive together, and the first punch works.
 #
 # Only documentation-range addresses are configured on interfaces.
 source "$(dirname "$0")/lib.sh"
@@ -199,11 +201,43 @@ check "A registers with G again" waitfor 15 reg_is "$NA" "$A" 1
 check "B registers with G again" waitfor 15 reg_is "$NB" "$B" 1
 check "B reaches A through the relay again" waitfor 15 reach_a
 
+# 4. Routers that answer unsolicited SYNs with resets, and B 20 ms (each way) beyond its
+# router's WAN while A sits next to G. Were both PUNCH frames sent at once, A's would arrive
+# first, A's SYN would reach R2 before B's left it, R2 would reset it and keep that flow
+# closed, and B's mapping could not keep its port. G holds A's frame back by the difference
+# of the two sessions' one-way times (half of each smoothed RTT), so the SYNs leave together
+# and the first punch works.
+check "B stops" down "$PB"
+check "A stops" down "$PA"
+NAT_FIREWALL=open
+nat_rules "$R1" masquerade && nat_rules "$R2" masquerade
+check "R2's WAN is 20 ms from the public segment" nat_delay "$R2" 20
+sed -i 's/^listen = 0.0.0.0:15022$/listen = 0.0.0.0:15024/' "$A/keymesh.conf"
+sed -i 's/^listen = 0.0.0.0:15023$/listen = 0.0.0.0:15025/' "$B/keymesh.conf"
+mv "$A.log" "$A-3.log" && mv "$B.log" "$B-3.log"
+n0=$(grep -c "coordinating a hole punch" "$G.log")
+check "A starts again behind a resetting router" up "$NA" "$A"; PA=$UPPID
+check "B starts again behind a resetting router, 20 ms out" up "$NB" "$B"; PB=$UPPID
+check "both register" waitfor 15 both_registered
+check "B learns A's relay path" waitfor 15 relay_seen "$NB" "$B" "$IA"
+check "B reaches A through the relay" waitfor 15 reach_a
+check "B's connection to A becomes punched" waitfor 20 path_is punched
+coord=$(grep "coordinating a hole punch" "$G.log" | tail -n +$((n0 + 1)))
+echo "$coord" | sed 's/^/    /'
+check "... at the first punch G coordinated" test "$(echo "$coord" | grep -c .)" = 1
+held=$(echo "$coord" | sed -nE 's/.*held ([0-9]+) \/ ([0-9]+) ms.*/\1 \2/p')
+check "G held A's frame back by B's extra one-way time, about 20 ms ($held)" \
+    sh -c "set -- $held; [ \"\$1\" = 0 ] && [ \"\$2\" -ge 10 ] && [ \"\$2\" -le 60 ]"
+ping_min() { ip netns exec "$NB" "$KM" ping --dir "$B" -n 3 --json "$IA" | jq_ "'%s %d' % (d['path'], d['min_ms'])"; }
+PM3=$(ping_min)
+check "keymesh ping on the punched path shows the 40 ms round trip ($PM3)" \
+    sh -c "set -- $PM3; [ \"\$1\" = punched ] && [ \"\$2\" -ge 40 ]"
+
 check "B stops cleanly" down "$PB"
 check "A stops cleanly" down "$PA"
 check "G stops cleanly" down "$PG"
 if [ "$FAIL" -gt 0 ]; then
-    for f in "$G.log" "$A.log" "$B-1.log" "$B.log" "$M.log"; do
+    for f in "$G.log" "$A-3.log" "$A.log" "$B-1.log" "$B-3.log" "$B.log" "$M.log"; do
         echo "--- $f"
         grep -v 'debug' "$f" | tail -30
         grep -i 'punch' "$f" | tail -20
