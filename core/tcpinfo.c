@@ -21,7 +21,10 @@ int km_tcp_rtt_us(int fd, uint32_t *out)
         *out = ti.tcpi_min_rtt;
         return 0;
     }
-    if (len < offsetof(struct tcp_info, tcpi_rtt) + sizeof ti.tcpi_rtt || ti.tcpi_rtt == 0) {
+    if (len < offsetof(struct tcp_info, tcpi_rtt) + sizeof ti.tcpi_rtt) {
+        return KM_ERR_UNSUPPORTED; /* qemu-user, for one, answers with 4 bytes */
+    }
+    if (ti.tcpi_rtt == 0) {
         return KM_ERR_INCOMPLETE;
     }
     *out = ti.tcpi_rtt;

@@ -11,7 +11,8 @@
 /* The round-trip time of the TCP connection on fd, in microseconds: the lowest the kernel
  * has seen lately (tcpi_min_rtt: the path's delay without the queues a bulk transfer adds),
  * or the smoothed RTT where the kernel keeps no minimum (before Linux 4.6). Returns 0,
- * KM_ERR_INCOMPLETE before the kernel has a sample, or -errno (ENOPROTOOPT: not TCP). */
+ * KM_ERR_INCOMPLETE before the kernel has a sample, KM_ERR_UNSUPPORTED when the kernel's
+ * answer is too short to hold an RTT (an emulator's), or -errno (ENOPROTOOPT: not TCP). */
 KM_MUST_CHECK int km_tcp_rtt_us(int fd, uint32_t *out);
 
 #endif

@@ -164,11 +164,11 @@ struct km_ssh_conn *km_ssh_direct_conn(const struct km_ssh_direct *d);
  * (a Unix socket), or -errno. */
 KM_MUST_CHECK int km_ssh_conn_peer_addr(const struct km_ssh_conn *c, struct sockaddr_storage *out);
 
-/* The round-trip time of a conn's TCP connection as the kernel measures it (TCP_INFO), in
- * microseconds: the lowest it has seen lately (the path's delay without queueing), or the
- * smoothed RTT where the kernel keeps no minimum. Returns 0, KM_ERR_CLOSED, KM_ERR_UNSUPPORTED for
- * a conn that is not over TCP (a relayed stream's Unix socket), KM_ERR_INCOMPLETE before the kernel
- * has a sample, or -errno. */
+/* The round-trip time of a conn's TCP connection as the kernel measures it, in microseconds
+ * (km_tcp_rtt_us: the lowest it has seen lately, or the smoothed RTT). Returns 0,
+ * KM_ERR_CLOSED, KM_ERR_UNSUPPORTED for a conn that is not over TCP (a relayed stream's Unix
+ * socket) or a kernel with no RTT to give, KM_ERR_INCOMPLETE before the kernel has a sample,
+ * or -errno. */
 KM_MUST_CHECK int km_ssh_conn_rtt_us(const struct km_ssh_conn *c, uint32_t *out);
 
 /* Close a conn: its streams end with KM_ERR_CLOSED, on_conn_closed follows (if it was ready).

@@ -27,9 +27,16 @@ static void test_loopback_connection(void **state)
     int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(fd >= 0);
     uint32_t rtt = 7;
-    /* Not connected yet: no sample. */
-    assert_int_equal(km_tcp_rtt_us(fd, &rtt), KM_ERR_INCOMPLETE);
+    int r = km_tcp_rtt_us(fd, &rtt);
     assert_int_equal(rtt, 0);
+    if (r == KM_ERR_UNSUPPORTED) {
+        /* qemu-user's TCP_INFO is 4 bytes long (the arm64 run): nothing more to check. */
+        close(fd);
+        close(l);
+        skip();
+    }
+    /* Not connected yet: no sample. */
+    assert_int_equal(r, KM_ERR_INCOMPLETE);
     assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof sa), 0);
     int peer = accept(l, NULL, NULL);
     assert_true(peer >= 0);

@@ -582,10 +582,14 @@ static void test_dial_fd_tunes_tcp(void **state)
     v = 0;
     assert_int_equal(getsockopt(probe, SOL_SOCKET, SO_KEEPALIVE, &v, &vl), 0);
     assert_int_equal(v, 1);
-    /* The handshake gave the kernel its first RTT sample: loopback, well under a second. */
+    /* The handshake gave the kernel its first RTT sample: loopback, well under a second
+     * (qemu-user, in the arm64 run, has no TCP_INFO to give: UNSUPPORTED). */
     uint32_t rtt = 0;
-    assert_int_equal(km_ssh_conn_rtt_us(c, &rtt), 0);
-    assert_true(rtt > 0 && rtt < 1000000);
+    int r = km_ssh_conn_rtt_us(c, &rtt);
+    if (r != KM_ERR_UNSUPPORTED) {
+        assert_int_equal(r, 0);
+        assert_true(rtt > 0 && rtt < 1000000);
+    }
     km_ssh_conn_close(c); /* closed by its caller: no callback */
     for (int i = 0; i < 20; i++) {
         uv_run(&loop, UV_RUN_NOWAIT);
