@@ -50,6 +50,12 @@ static int set_up(const char *ifname, const uint8_t addr[16], unsigned plen, uns
         r = -errno;
         goto out;
     }
+    ifr.ifr_qlen = KM_TUNDEV_QLEN;
+    if (ioctl(s, SIOCSIFTXQLEN, &ifr) < 0) {
+        *step = "set queue length";
+        r = -errno;
+        goto out;
+    }
     if (ioctl(s, SIOCGIFINDEX, &ifr) < 0) {
         *step = "interface index";
         r = -errno;

@@ -86,7 +86,7 @@ void km_tun_opts_default(struct km_tun_opts *o)
     o->mtu = 1500;
     o->max_flows = 4096;
     o->prefix = 0xfd6b;
-    o->admit_timeout_ms = 10000;
+    o->admit_timeout_ms = 20000; /* lwIP's own TCP_SYN_RCVD_TIMEOUT */
 }
 
 const char *km_tun_ifname(const struct km_tun *t)

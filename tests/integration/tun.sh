@@ -86,6 +86,7 @@ PA=$!; PIDS+=("$PA")
 check "both daemons answer" waitfor 10 sh -c "ip netns exec $NA '$KM' status --dir '$A' && ip netns exec $NB '$KM' status --dir '$B'"
 check "A's TUN device carries A's VIP" sh -c "ip -n $NA -6 addr show dev kmtunA | grep -q '$VIPA/16'"
 check "... and the mesh prefix is routed into it" sh -c "ip -n $NA -6 route show dev kmtunA | grep -q '^fd6b::/16'"
+check "... and queues up to 2,048 packets for the daemon" sh -c "ip -n $NA link show kmtunA | grep -q 'qlen 2048'"
 check "B has no TUN device (not enabled)" sh -c "! ip -n $NB link show kmtunA 2>/dev/null"
 
 inA() { ip netns exec "$NA" "$@"; }
