@@ -24,6 +24,9 @@
 #   punch    no mapping, both nodes with [nat] punch = on: ms from B's first ping answered
 #            through the relay until B's connection is punched (G coordinates a TCP
 #            simultaneous open); then tput and rtt on the punched path
+#   punch-rst  as punch, last, once both routers answer unsolicited WAN SYNs with resets and
+#            R2's WAN is 20 ms from the public segment: ms to punched, the punches G
+#            coordinated (1 = the first worked), how long G held A's PUNCH back, rtt there
 #   ygg      Yggdrasil with A and B peering only with a Yggdrasil node in G's namespace (no
 #            multicast, no other peers: traffic between them goes through G, as keymesh's
 #            relay does): the same curl to A's nginx at A's Yggdrasil address, and ping -6
@@ -122,13 +125,13 @@ relay = true
 node = $IB
 relay = true
 EOF
-# conf NODE-DIR PORTMAP OTHER-ID [PUNCH]: A or B with [nat] portmap = PORTMAP, G as gateway,
-# punch = PUNCH (off).
+# conf NODE-DIR PORTMAP OTHER-ID [PUNCH] [PORT]: A or B with [nat] portmap = PORTMAP, G as
+# gateway, punch = PUNCH (off), the mesh on PORT (15022).
 conf() {
     cat >"$1/keymesh.conf" <<EOF
 $common
 [mesh]
-listen = 0.0.0.0:15022
+listen = 0.0.0.0:${5:-15022}
 expose = 8000
 [socks5]
 listen = 127.0.0.1:1080
@@ -202,10 +205,11 @@ for run in $(seq 1 "$RUNS"); do
     done
 done
 
-# relayed_pair PUNCH: A without port mapping, then B once G holds A's relay path, both with
-# [nat] punch = PUNCH; PA and PB set. Succeeds when B's ping of A answers through the relay.
+# relayed_pair PUNCH [PORT]: A without port mapping (its mesh on PORT), then B once G holds
+# A's relay path, both with [nat] punch = PUNCH; PA and PB set. Succeeds when B's ping of A
+# answers through the relay.
 relayed_pair() {
-    conf "$A" off "$IB" "$1"
+    conf "$A" off "$IB" "$1" "${2:-15022}"
     up "$NA" "$A" || exit 1
     PA=$UPPID
     waitfor 30 g_has relay
@@ -301,6 +305,40 @@ else
     log "yggdrasil: B never reached A through G"
 fi
 
+# Punch through resetting routers, far apart: both routers now answer unsolicited WAN SYNs
+# with resets and R2's WAN is 20 ms from the public segment (nat_delay; the Yggdrasil nodes
+# stay up, idle). Each run on fresh mesh ports, so no conntrack entry of the run before is
+# met. From B's first ping answered through the relay until punched; the punches G
+# coordinated for it, what G held A's frame back, and the rtt on the punched path.
+printf 'run\tupgrade_ms\tcoordinations\theld_ms\trtt_ms\n' >"$W/punchrst.tsv"
+NAT_FIREWALL=open
+nat_rules "$R1" masquerade && nat_rules "$R2" masquerade
+nat_delay "$R2" 20 || log "punch-rst: no delay link"
+up "$PUB" "$G" || { echo "nat.sh: G did not start again" >&2; exit 1; }
+PG=$UPPID
+for run in $(seq 1 "$RUNS"); do
+    conf "$B" off "$IA" on $((15200 + run))
+    n0=$(grep -c 'coordinating a hole punch' "$G.log")
+    if relayed_pair on $((15100 + run)); then
+        t0=$(date +%s%N)
+        if waitfor 60 path_is punched; then
+            t1=$(date +%s%N)
+            ms=$(( (t1 - t0) / 1000000 ))
+            rtt=$(rtt_km)
+            coord=$(grep 'coordinating a hole punch' "$G.log" | tail -n +$((n0 + 1)))
+            nco=$(echo "$coord" | grep -c .)
+            held=$(echo "$coord" | tail -n 1 | sed -nE 's/.*held [0-9]+ \/ ([0-9]+) ms.*/\1/p')
+            log "punch-rst run $run: relay -> punched in $ms ms, $nco coordination(s), A held ${held:-?} ms, rtt $rtt ms"
+            printf '%s\t%s\t%s\t%s\t%s\n' "$run" "$ms" "$nco" "${held:-fail}" "$rtt" >>"$W/punchrst.tsv"
+        else
+            log "punch-rst run $run: not punched within 60 s"
+        fi
+    else
+        log "punch-rst run $run: B never reached A through the relay"
+    fi
+    pair_down
+done
+
 col() { awk -F'\t' -v m="$1" -v c="$2" 'NR>1 && $1==m && $c!="fail" {print $c}' "$W/raw.tsv"; }
 all() { col "$1" "$2" | tr '\n' ' ' | sed 's/ $//'; }
 TD=$(col direct 3 | median) TR=$(col relay 3 | median)
@@ -311,6 +349,8 @@ pcol() { awk -F'\t' -v c="$1" 'NR>1 && $c!="fail" {print $c}' "$2"; }
 pall() { pcol "$1" "$2" | tr '\n' ' ' | sed 's/ $//'; }
 PU=$(pcol 3 "$W/punch.tsv" | median) PT=$(pcol 4 "$W/punch.tsv" | median) PR=$(pcol 5 "$W/punch.tsv" | median)
 YT=$(pcol 2 "$W/ygg.tsv" | median) YR=$(pcol 3 "$W/ygg.tsv" | median)
+XU=$(pcol 2 "$W/punchrst.tsv" | median) XH=$(pcol 4 "$W/punchrst.tsv" | median) XR=$(pcol 5 "$W/punchrst.tsv" | median)
+XFIRST=$(awk -F'\t' 'NR>1 && $3==1' "$W/punchrst.tsv" | grep -c .)
 YRATIO=$(python3 -c "print('%.2f' % ($TR / $YT))" 2>/dev/null || echo -)
 YGGV=$(dpkg-query -W -f '${Version}' yggdrasil 2>/dev/null)
 CPU=$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')
@@ -330,6 +370,8 @@ GIT=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo ?)
     echo "| Yggdrasil ${YGGV:-?} through a Yggdrasil node at G (rtt: ping -6) | $YT | $(pall 2 "$W/ygg.tsv") | $YR | $(pall 3 "$W/ygg.tsv") | | |"
     echo
     echo "**Relayed / direct throughput: ${RATIO}x. keymesh relay / Yggdrasil through the same public node: ${YRATIO}x.** Relay -> direct upgrade (A turns port mapping on while B is relayed to it, until B's connection is direct): median $UP ms (runs: $UPALL). Relay -> punched (from B's first ping answered through the relay until its connection is punched): median $PU ms (runs: $(pall 3 "$W/punch.tsv"))."
+    echo
+    echo "Relay -> punched through routers that reset unsolicited SYNs, R2's WAN 20 ms from the public segment (Python forwarder, \`tests/integration/delay_link.py\`): median $XU ms (runs: $(pall 2 "$W/punchrst.tsv")); punched at G's first coordination in $XFIRST of $RUNS runs (coordinations per run: $(pall 3 "$W/punchrst.tsv")); G held A's PUNCH back median $XH ms (runs: $(pall 4 "$W/punchrst.tsv")); keymesh ping on the punched path median $XR ms (runs: $(pall 5 "$W/punchrst.tsv"))."
     echo
     echo "\"Start to first usable path\" runs from \`keymesh up\` of A (G running) until B's \`keymesh ping A\` answers on that path: A maps its port (direct) or registers with G (relay), signs its record and hands it to G; B is started as soon as G holds it (B takes records from G when its session to G starts), registers, learns A's record and dials. It includes B's own start."
 } >"$W/table.md"
