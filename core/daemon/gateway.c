@@ -23,7 +23,6 @@
 #define REG_RETRY_MAX_MS 5000u             /* ... doubling to this, plus up to 50 % jitter */
 #define REG_IN_MAX (4u * KM_RELAY_MSG_MAX) /* buffered control bytes */
 #define PUNCH_EVERY_MS 1000u     /* a node's punch requests coordinated at most this often */
-#define PUNCH_HOLD_MAX_MS 1000u  /* the longest a PUNCH is held back to arrive with the other */
 #define PUNCH_HELD_MAX MAX_NODES /* PUNCH frames held back at once; past it they go at once */
 #define PUNCH_FRAME_MAX 80u      /* a PUNCH frame with an IPv6 address fits */
 
@@ -481,8 +480,7 @@ static void send_punch(struct km_gateway *g, struct node *to, const struct node 
     h->next = g->held;
     g->held = h;
     g->n_held++;
-    (void)uv_timer_start(&h->timer, on_held_timer,
-                         delay_ms < PUNCH_HOLD_MAX_MS ? delay_ms : PUNCH_HOLD_MAX_MS, 0);
+    (void)uv_timer_start(&h->timer, on_held_timer, delay_ms, 0);
 }
 
 /* Half the RTT of n's registered session (km_ssh_conn_rtt_us), in microseconds: the time a
@@ -501,7 +499,7 @@ static uint64_t one_way_us(const struct node *n)
  * an unsolicited SYN with a reset keeps that flow closed for a while, and the other node's
  * mapping cannot then keep its port. So the two frames should arrive at once, and the one to
  * the nearer node is held back by the difference of the one-way times (half of each session's
- * RTT, as the kernel measures it). With one figure missing both go at once. */
+ * RTT, as the kernel measures it; km_punch_hold_ms). With one figure missing both go at once. */
 static void coordinate(struct km_gateway *g, struct node *f, const struct km_pubkey *target)
 {
     struct node *t = find_node(g, target);
@@ -513,11 +511,7 @@ static void coordinate(struct km_gateway *g, struct node *f, const struct km_pub
     }
     f->last_punch_ms = now;
     uint64_t ow_f = one_way_us(f), ow_t = one_way_us(t);
-    uint64_t hold_f = 0, hold_t = 0;
-    if (ow_f != 0 && ow_t != 0) {
-        hold_f = ow_t > ow_f ? (ow_t - ow_f + 500u) / 1000u : 0;
-        hold_t = ow_f > ow_t ? (ow_f - ow_t + 500u) / 1000u : 0;
-    }
+    uint64_t hold_f = km_punch_hold_ms(ow_f, ow_t), hold_t = km_punch_hold_ms(ow_t, ow_f);
     send_punch(g, t, f, 0, hold_t);
     send_punch(g, f, t, KM_RELAY_PUNCH_CLIENT, hold_f);
     KM_INFO("gateway: coordinating a hole punch from %s... to %s... (one-way %.1f / %.1f ms; "

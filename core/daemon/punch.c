@@ -256,6 +256,15 @@ static void attempt(struct km_punch *p)
     (void)uv_timer_start(&p->timer, on_timer, p->deadline_ms > now ? p->deadline_ms - now : 0, 0);
 }
 
+uint64_t km_punch_hold_ms(uint64_t self_us, uint64_t other_us)
+{
+    if (self_us == 0 || other_us <= self_us) {
+        return 0;
+    }
+    uint64_t d = other_us - self_us;
+    return d >= KM_PUNCH_HOLD_MAX_MS * 1000u ? KM_PUNCH_HOLD_MAX_MS : (d + 500u) / 1000u;
+}
+
 int km_punch_start(struct km_punches *ps, uv_loop_t *loop, struct km_ssh_node *node,
                    struct km_mesh *mesh, const struct km_pubkey *peer, const struct sockaddr *to,
                    uint16_t local_port, bool client)

@@ -19,6 +19,14 @@
 
 /* How long one punch keeps trying. */
 #define KM_PUNCH_WINDOW_MS 3000u
+/* The longest a gateway holds a PUNCH frame back (km_punch_hold_ms). */
+#define KM_PUNCH_HOLD_MAX_MS 1000u
+
+/* Gateway side: how long to hold back the PUNCH frame to a node whose frames take self_us to
+ * arrive, so that it arrives with the other node's (other_us): the difference in whole
+ * milliseconds (rounded), at most KM_PUNCH_HOLD_MAX_MS. 0 for the farther node, and when
+ * either time is unknown (0). */
+uint64_t km_punch_hold_ms(uint64_t self_us, uint64_t other_us);
 
 /* The punches in progress; caller-owned storage, zeroed to start. */
 struct km_punches {
