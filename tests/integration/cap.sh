@@ -214,6 +214,9 @@ else
 fi
 
 # ---- signals (a libssh client: stock ssh cannot send them) ----
+# A background job of a non-interactive shell ignores INT, so the INT case's sleep must not
+# hold the session's output (EOF, and so the end of the session, would wait for it, as with
+# OpenSSH's sshd) and the trap ends it.
 DRV=${KM_SESS_DRIVER:-$(dirname "$KM")/../../tests/integration/sess_driver}
 timeout 40 "$DRV" 127.0.0.1 16002 "$B/node.key.pub" "$A/node.key" "$T/shell.cert" alice \
     'echo ready; sleep 30; echo not-killed' TERM >"$T/sig.out" 2>"$T/sig.err"; r=$?
@@ -221,7 +224,8 @@ check "signal TERM: the child is killed, exit-signal TERM comes back (exit $r)" 
     diff <(printf 'ready\nexit-signal TERM\n') "$T/sig.out"
 [ "$r" = 0 ] || sed "s/^/    /" "$T/sig.err" | head -3
 timeout 40 "$DRV" 127.0.0.1 16002 "$B/node.key.pub" "$A/node.key" "$T/shell.cert" alice \
-    'trap "echo got-int; exit 9" INT; echo ready; sleep 30 & wait' INT >"$T/sig.out" 2>"$T/sig.err"; r=$?
+    'trap "echo got-int; kill \$!; exit 9" INT; echo ready; sleep 30 </dev/null >/dev/null 2>&1 & wait' \
+    INT >"$T/sig.out" 2>"$T/sig.err"; r=$?
 check "signal INT: a trap in the child runs, exit-status 9 comes back (exit $r)" \
     diff <(printf 'ready\ngot-int\nexit-status 9\n') "$T/sig.out"
 
