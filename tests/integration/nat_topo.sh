@@ -86,7 +86,10 @@ nat_topo_up() {
         NAT_ALLNS="$NAT_ALLNS $n"
         ip -n "$n" link set lo up || return 1
     done
-    ip -n "$PUB" link add br0 type bridge && ip -n "$PUB" link set br0 up || return 1
+    # A set MAC: a bridge otherwise takes its lowest port's, so nat_delay's new port could
+    # change it under the routers' neighbour caches (G unreachable until they expire).
+    ip -n "$PUB" link add br0 address 02:00:5e:00:02:01 type bridge &&
+        ip -n "$PUB" link set br0 up || return 1
     ip -n "$PUB" addr add 192.0.2.1/24 dev br0 || return 1
     nat_router "$R1" 192.0.2.11 198.51.100 "$NA" 198.51.100.2 || return 1
     nat_router "$R2" 192.0.2.12 203.0.113 "$NB" 203.0.113.2
