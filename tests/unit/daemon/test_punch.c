@@ -41,6 +41,14 @@ static void test_hold_table(void **state)
     }
 }
 
+/* 127.0.0.1:port. */
+static struct sockaddr_in loopback(uint16_t port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons(port)};
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    return a;
+}
+
 static void test_bad_arguments(void **state)
 {
     (void)state;
@@ -53,8 +61,7 @@ static void test_bad_arguments(void **state)
     assert_int_equal(
         km_punch_start(&ps, &loop, NULL, NULL, &peer, (struct sockaddr *)&un, 15022, true),
         KM_ERR_INVALID);
-    struct sockaddr_in in = {.sin_family = AF_INET, .sin_port = htons(9)};
-    in.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in in = loopback(9);
     assert_int_equal(km_punch_start(&ps, &loop, NULL, NULL, &peer, (struct sockaddr *)&in, 0, true),
                      KM_ERR_INVALID);
     assert_null(ps.head);
@@ -67,8 +74,7 @@ static uint16_t free_port(void)
 {
     int s = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
     assert_true(s >= 0);
-    struct sockaddr_in a = {.sin_family = AF_INET};
-    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in a = loopback(0);
     socklen_t l = sizeof a;
     assert_int_equal(bind(s, (struct sockaddr *)&a, sizeof a), 0);
     assert_int_equal(getsockname(s, (struct sockaddr *)&a, &l), 0);
@@ -87,8 +93,7 @@ static void test_refused_until_the_window_ends(void **state)
     struct km_punches ps = {0};
     struct km_pubkey peer;
     memset(&peer, 7, sizeof peer);
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(free_port())};
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in to = loopback(free_port());
     uint16_t from = free_port();
     uint64_t t0 = uv_now(&loop);
     assert_int_equal(
@@ -117,8 +122,7 @@ static void test_stop_all(void **state)
     struct km_pubkey a, b;
     memset(&a, 1, sizeof a);
     memset(&b, 2, sizeof b);
-    struct sockaddr_in to = {.sin_family = AF_INET, .sin_port = htons(free_port())};
-    to.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    struct sockaddr_in to = loopback(free_port());
     assert_int_equal(
         km_punch_start(&ps, &loop, NULL, NULL, &a, (struct sockaddr *)&to, free_port(), true), 0);
     assert_int_equal(
