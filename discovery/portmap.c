@@ -13,6 +13,8 @@
 #include <natpmp.h>
 #include <sodium.h>
 
+#include "discovery/ssdp.h"
+
 #define ERR_LEN 96
 #define UPNP_CONFLICT 718       /* ConflictInMappingEntry: someone holds that external port */
 #define UPNP_ONLY_PERMANENT 725 /* OnlyPermanentLeasesSupported: ask for lease 0 */
@@ -46,7 +48,8 @@ struct km_portmap {
     void *arg;
     uv_timer_t timer;
     uv_work_t work;
-    bool busy;
+    bool busy;            /* a job is queued or running */
+    struct km_ssdp *ssdp; /* an SSDP search on the loop, before a job that needs an IGD */
     bool closing;
     atomic_bool cancel; /* set by close: the worker gives up between blocking steps */
     /* Inputs of the running job, set by the loop before queueing it. */
@@ -54,6 +57,7 @@ struct km_portmap {
     uint16_t want_port;                 /* external port to ask for (kept across renewals) */
     enum km_portmap_method held_method; /* for renewal and deletion */
     struct igd igd;
+    struct km_ssdp_result found; /* the description URLs the last search gave */
     struct result res;
     /* Loop-side state. */
     struct km_portmap_state st;
@@ -186,43 +190,43 @@ static void igd_free(struct igd *g)
     }
 }
 
-/* Find a connected IGD on the LAN (SSDP, up to discover_ms). */
+/* Fetch the description of the first IGD the SSDP search found (on the loop, before this job). */
 static int upnp_discover(struct km_portmap *pm, struct result *res)
 {
     if (pm->igd.have) {
         return 0;
     }
-    int err = 0;
-    struct UPNPDev *devs = NULL;
-    /* Discovery in slices of at most 500 ms, so that a close (daemon shutdown) waits for
-     * one slice at most rather than the whole discovery time. */
-    uint32_t left = pm->o.discover_ms;
-    while (devs == NULL && left > 0 && !atomic_load(&pm->cancel)) {
-        uint32_t slice = left > 500 ? 500 : left;
-        left -= slice;
-        devs = upnpDiscover((int)slice, NULL, NULL, UPNP_LOCAL_PORT_ANY, 0, 2, &err);
-    }
-    if (devs == NULL) {
-        snprintf(res->err, sizeof res->err, "UPnP: no IGD answered discovery");
+    if (pm->found.n_urls == 0) {
+        if (pm->found.send_error != 0) {
+            snprintf(res->err, sizeof res->err, "UPnP: cannot search (%s)",
+                     uv_strerror(pm->found.send_error));
+        } else {
+            snprintf(res->err, sizeof res->err, "UPnP: no IGD answered discovery");
+        }
         return KM_ERR_NOT_FOUND;
     }
     struct igd *g = &pm->igd;
-    memset(g, 0, sizeof *g);
-#if MINIUPNPC_API_VERSION >= 18
-    char wan[64];
-    int r = UPNP_GetValidIGD(devs, &g->urls, &g->data, g->lan, sizeof g->lan, wan, sizeof wan);
-#else
-    int r = UPNP_GetValidIGD(devs, &g->urls, &g->data, g->lan, sizeof g->lan);
-#endif
-    freeUPNPDevlist(devs);
-    if (r != 1) {
-        if (r != 0) {
+    int r = 0;
+    for (size_t i = 0; i < pm->found.n_urls && r != 1 && !atomic_load(&pm->cancel); i++) {
+        memset(g, 0, sizeof *g);
+        /* 1 when the description was fetched and parsed; then it must name a WAN connection
+         * service (what UPNP_GetValidIGD checks of a device list). */
+        r = UPNP_GetIGDFromUrl(pm->found.urls[i], &g->urls, &g->data, g->lan, sizeof g->lan);
+        if (r == 1 && (g->data.first.servicetype[0] == '\0' || g->urls.controlURL == NULL ||
+                       g->urls.controlURL[0] == '\0')) {
+            r = 0;
+        }
+        if (r != 1) {
             FreeUPNPUrls(&g->urls);
         }
+    }
+    if (r != 1) {
         memset(g, 0, sizeof *g);
-        snprintf(res->err, sizeof res->err, "UPnP: no connected IGD (GetValidIGD %d)", r);
+        snprintf(res->err, sizeof res->err, "UPnP: no usable IGD description (%zu found)",
+                 pm->found.n_urls);
         return KM_ERR_NOT_FOUND;
     }
+
     g->have = true;
     /* Our own address as the library found it; it becomes the mapping's target, so it must
      * be an address and nothing else. */
@@ -375,6 +379,18 @@ static int natpmp_map(struct km_portmap *pm, struct result *res, bool delete_it)
     return 0;
 }
 
+/* Does the next mapping job try this method? A renewal goes to whoever granted the mapping;
+ * otherwise the mode says. Read by the loop before queueing and by the job it queued. */
+static bool uses(const struct km_portmap *pm, enum km_portmap_method method)
+{
+    if (pm->held_method != KM_PORTMAP_NONE) {
+        return pm->held_method == method;
+    }
+    enum km_portmap_mode m = pm->o.mode;
+    return m == KM_PORTMAP_ANY ||
+           m == (method == KM_PORTMAP_BY_UPNP ? KM_PORTMAP_UPNP : KM_PORTMAP_NATPMP);
+}
+
 static void do_work(uv_work_t *w)
 {
     struct km_portmap *pm = w->data;
@@ -392,14 +408,8 @@ static void do_work(uv_work_t *w)
         }
         return;
     }
-    enum km_portmap_mode m = pm->o.mode;
-    /* A renewal goes to whoever granted the mapping. */
-    bool upnp =
-        pm->held_method == KM_PORTMAP_BY_UPNP ||
-        (pm->held_method == KM_PORTMAP_NONE && (m == KM_PORTMAP_ANY || m == KM_PORTMAP_UPNP));
-    bool natpmp =
-        pm->held_method == KM_PORTMAP_BY_NATPMP ||
-        (pm->held_method == KM_PORTMAP_NONE && (m == KM_PORTMAP_ANY || m == KM_PORTMAP_NATPMP));
+    bool upnp = uses(pm, KM_PORTMAP_BY_UPNP);
+    bool natpmp = uses(pm, KM_PORTMAP_BY_NATPMP);
     res->rc = KM_ERR_NOT_FOUND;
     char upnp_err[ERR_LEN] = "";
     if (upnp && !atomic_load(&pm->cancel)) {
@@ -451,10 +461,37 @@ static void start_delete_or_finish(struct km_portmap *pm)
     finish(pm);
 }
 
+static void on_timer(uv_timer_t *t);
+
+static void on_searched(void *arg, const struct km_ssdp_result *res)
+{
+    struct km_portmap *pm = arg;
+    pm->ssdp = NULL;
+    pm->found = *res;
+    if (queue(pm, JOB_MAP) != 0) {
+        (void)uv_timer_start(&pm->timer, on_timer, KM_PORTMAP_RETRY_MIN_MS, 0);
+    }
+}
+
+/* Start a mapping attempt: when it needs an IGD not yet known, an SSDP search on the loop
+ * comes first (on_searched queues the job); otherwise the job is queued now. */
+static int start_attempt(struct km_portmap *pm)
+{
+    if (uses(pm, KM_PORTMAP_BY_UPNP) && !pm->igd.have) {
+        memset(&pm->found, 0, sizeof pm->found);
+        int r = km_ssdp_search(pm->loop, pm->o.discover_ms, NULL, on_searched, pm, &pm->ssdp);
+        if (r == 0) {
+            return 0;
+        }
+        pm->found.send_error = r; /* the job reports it, and NAT-PMP is tried all the same */
+    }
+    return queue(pm, JOB_MAP);
+}
+
 static void on_timer(uv_timer_t *t)
 {
     struct km_portmap *pm = t->data;
-    if (!pm->busy && !pm->closing && queue(pm, JOB_MAP) != 0) {
+    if (!pm->busy && pm->ssdp == NULL && !pm->closing && start_attempt(pm) != 0) {
         (void)uv_timer_start(&pm->timer, on_timer, KM_PORTMAP_RETRY_MIN_MS, 0);
     }
 }
@@ -547,7 +584,7 @@ int km_portmap_new(uv_loop_t *loop, const struct km_portmap_opts *o, km_portmap_
         return r;
     }
     pm->timer.data = pm;
-    if ((r = queue(pm, JOB_MAP)) != 0) {
+    if ((r = start_attempt(pm)) != 0) {
         pm->closing = true;
         finish(pm);
         return r;
@@ -571,6 +608,10 @@ void km_portmap_close(struct km_portmap *pm)
     atomic_store(&pm->cancel, true); /* the deletion below is not affected: see do_work */
     pm->cb = NULL;
     (void)uv_timer_stop(&pm->timer);
+    if (pm->ssdp != NULL) {
+        km_ssdp_cancel(pm->ssdp); /* at once: nothing runs on a thread yet */
+        pm->ssdp = NULL;
+    }
     if (pm->busy) {
         /* A job not yet started is cancelled (after_work gets UV_ECANCELED); a running one
          * finishes, and after_work deletes what it made. */

@@ -1,7 +1,9 @@
 /* Port mapping: ask the router in front of this node to forward a public TCP port to the
  * mesh port, with UPnP-IGD (libminiupnpc) or NAT-PMP (libnatpmp), renew it before it
- * expires and delete it on close (docs/NAT.md). The libraries' calls block, so each one runs
- * on libuv's thread pool; results come back on the loop. One request at a time per object.
+ * expires and delete it on close (docs/NAT.md). The IGD is found by an SSDP search on the
+ * loop (discovery/ssdp.h), so a close never waits for it; the libraries' other calls block, so
+ * each runs on libuv's thread pool and its result comes back on the loop. One request at a
+ * time per object.
  * The library layer does not log: the owner gets every change of state through a callback
  * and decides what to print. */
 #ifndef KM_DISCOVERY_PORTMAP_H

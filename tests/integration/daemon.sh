@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `keymesh up` on built-in defaults: it creates its key, answers `status`, reloads on SIGHUP,
 # refuses a second daemon on the same directory, and exits 0 within a second of SIGTERM with
-# every handle closed (KM_WRAP=valgrind... runs the same under the leak checker).
+# every handle closed, also while the port mapper still asks a router that never answers
+# (KM_WRAP=valgrind... runs the same under the leak checker).
 source "$(dirname "$0")/lib.sh"
 D=$T/state
 STOP_LIMIT_MS=1000
@@ -69,6 +70,26 @@ check "stale socket left behind by SIGKILL" test -S "$D/control.sock"
 check "start after a crash" start_daemon "$D"
 stop_daemon
 check "exit 0 after crash recovery" test "$DRC" -eq 0
+
+# Shutdown is prompt while the port mapper still asks a router that never answers: a default
+# route through a veth whose other end has nobody behind it (both in this test's own
+# namespace) lets the SSDP search and the NAT-PMP request go out, and nothing answers either.
+if [ -n "${KM_IN_NETNS:-}" ] && ip link add kmsilent0 type veth peer name kmsilent1 2>/dev/null; then
+    ip addr add 192.0.2.1/24 dev kmsilent0 && ip link set kmsilent1 up &&
+        ip link set kmsilent0 up && ip route add default via 192.0.2.254 dev kmsilent0
+    check "start with a silent router" start_daemon "$D"
+    "$KM" status --dir "$D" --json > "$T/st4.json"
+    check "the mapping attempt is still in flight" python3 -c '
+import json,sys; p=json.load(open(sys.argv[1]))["nat"]["portmap"]
+assert p["mode"]=="on" and p["attempts"]==0, p' "$T/st4.json"
+    stop_daemon
+    check "exit 0 while asking the router" test "$DRC" -eq 0
+    check "stopped within ${STOP_LIMIT_MS} ms while asking the router (took $DSTOP_MS ms)" \
+        test "$DSTOP_MS" -le "$STOP_LIMIT_MS"
+    ip link del kmsilent0
+else
+    echo "ok - # skip silent-router shutdown (needs root and a namespace of its own)"
+fi
 
 # Start-up errors: a corrupt key is reported and never replaced; a bad config names file:line.
 cp "$D/node.key" "$T/good.key"
