@@ -9,7 +9,8 @@
 #   5. libFuzzer smoke run of every fuzz target (KM_FUZZ_SECONDS each, default 5; 0 skips)
 #   6. arm64 cross build with unit tests under qemu-aarch64 (KM_ARM64=0 skips)
 #
-# Ends with one line "N passed, M failed" over all stages; exits non-zero if anything failed.
+# Ends with the failed tests and checks of every stage, if any (so a log's tail names them),
+# then one line "N passed, M failed"; exits non-zero if anything failed.
 # Build trees go to build/ (KM_BUILD_ROOT to change). Needs root for apt, or all packages.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -20,6 +21,7 @@ JOBS=$(nproc)
 passed=0
 failed=0
 t_start=$(date +%s)
+failures=()   # "<build dir>: <test or check>" of every failure, listed again at the end
 
 stage() { printf '\n=== %s (%ss)\n' "$*" $(( $(date +%s) - t_start )); }
 die() { echo "test: $*" >&2; echo "$passed passed, $((failed + 1)) failed"; exit 1; }
@@ -32,6 +34,10 @@ run_ctest() {
     # The failing checks of integration tests first (their full output can be long), then the
     # summary.
     echo "$out" | grep -E '^not ok' | head -n 40
+    local t
+    while IFS= read -r t; do failures+=("$dir: $t"); done < <(echo "$out" |
+        grep -E '^[[:space:]]*[0-9]+ - .* \((Failed|Timeout|Not Run|SEGFAULT|Subprocess aborted)\)$|^not ok' |
+        sed -E 's/^[[:space:]]+//' | head -n 20)
     echo "$out" | grep -vE '^ *[0-9]+/[0-9]+ Test +#[0-9]+: .* Passed|^ +Start +[0-9]+: ' | tail -n 40
     local line n_fail n_total
     line=$(echo "$out" | grep -E 'tests passed, [0-9]+ tests? failed out of [0-9]+' | tail -n1)
@@ -47,7 +53,7 @@ if [ "$ARM64" = 1 ]; then scripts/deps.sh --arm64 || die "dependency install fai
 else scripts/deps.sh || die "dependency install failed"; fi
 
 stage "style"
-if scripts/check-style.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); fi
+if scripts/check-style.sh; then passed=$((passed + 1)); else failed=$((failed + 1)); failures+=("style"); fi
 
 stage "gcc release build (-Werror)"
 cmake -S . -B "$ROOT/release" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc \
@@ -74,7 +80,8 @@ if [ "$FUZZ_SECONDS" -gt 0 ]; then
             "tests/fuzz/corpus/$name" >"$work/log" 2>&1; then
             passed=$((passed + 1)); echo "fuzz $name: ok"
         else
-            failed=$((failed + 1)); echo "fuzz $name: FAILED"; tail -40 "$work/log"
+            failed=$((failed + 1)); failures+=("fuzz $name"); echo "fuzz $name: FAILED"
+            tail -40 "$work/log"
             cp "$work"/crash-* "$work"/leak-* "$work"/timeout-* . 2>/dev/null
         fi
         rm -rf "$work"
@@ -84,9 +91,13 @@ fi
 if [ "$ARM64" = 1 ]; then
     stage "arm64 cross build, unit tests under qemu"
     if KM_BUILD_ROOT="$ROOT" scripts/cross-arm64.sh; then passed=$((passed + 1))
-    else failed=$((failed + 1)); fi
+    else failed=$((failed + 1)); failures+=("arm64 cross build"); fi
 fi
 
 stage "done"
+if [ "${#failures[@]}" -gt 0 ]; then
+    echo "failed tests and checks:"
+    printf '  %s\n' "${failures[@]}"
+fi
 echo "$passed passed, $failed failed"
 [ "$failed" -eq 0 ]
