@@ -130,6 +130,8 @@ check "1 GiB from B over the TUN arrives intact" test "$GOT" = "$(head -c 107374
 
 MANY=$(inA python3 "$(dirname "$0")/tun_helper.py" many "$VIPB" 9002 2000); rc=$?
 check "2,000 concurrent connections through the TUN all complete ($MANY)" test "$rc" = 0
+[ "$rc" = 0 ] || ip netns exec "$NA" "$KM" status --dir "$A" --json | python3 -c '
+import json,sys; t=json.load(sys.stdin)["tun"]; print("    tun:", {k: v for k, v in t.items() if k != "drops"}, t["drops"])'
 
 # Hostile packets written straight onto A's device from inside its namespace: dropped and
 # counted, never a crash.
