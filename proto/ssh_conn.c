@@ -731,14 +731,15 @@ static void process(struct km_ssh_conn *c)
     }
     /* libssh also reads and dispatches packets inside ssh_channel_write, read and open
      * (it waits for window or confirmations that way), so a pass can consume an open
-     * confirmation or a window adjust meant for a channel already serviced, with no socket
-     * event left to announce it. Go round again while that happened (bounded). */
+     * confirmation or a window adjust meant for a channel already serviced, or queue a
+     * request (a channel open, say), with no socket event left to announce it. So each round
+     * ends by taking the requests its calls read, and goes round again while a channel
+     * needs it (bounded). A request left queued here waited for the peer's next packet: a
+     * session channel opened just after login could wait forever (cap.sh, under load). */
     for (int round = 0; round < 4 && !c->closing && c->state == KM_SSH_READY; round++) {
-        if (round > 0) {
-            take_messages(c); /* requests read inside the previous round's calls */
-        }
         run_opens(c);
         service_chans(c);
+        take_messages(c); /* requests read inside this round's calls */
         if (!needs_another_round(c)) {
             break;
         }

@@ -222,12 +222,15 @@ timeout 40 "$DRV" 127.0.0.1 16002 "$B/node.key.pub" "$A/node.key" "$T/shell.cert
     'echo ready; sleep 30; echo not-killed' TERM >"$T/sig.out" 2>"$T/sig.err"; r=$?
 check "signal TERM: the child is killed, exit-signal TERM comes back (exit $r)" \
     diff <(printf 'ready\nexit-signal TERM\n') "$T/sig.out"
-[ "$r" = 0 ] || sed "s/^/    /" "$T/sig.err" | head -3
+[ "$r" = 0 ] || sed "s/^/    out: /" "$T/sig.out" | head -3
+[ "$r" = 0 ] || sed "s/^/    err: /" "$T/sig.err" | tail -8
 timeout 40 "$DRV" 127.0.0.1 16002 "$B/node.key.pub" "$A/node.key" "$T/shell.cert" alice \
     'trap "echo got-int; kill \$!; exit 9" INT; echo ready; sleep 30 </dev/null >/dev/null 2>&1 & wait' \
     INT >"$T/sig.out" 2>"$T/sig.err"; r=$?
 check "signal INT: a trap in the child runs, exit-status 9 comes back (exit $r)" \
     diff <(printf 'ready\ngot-int\nexit-status 9\n') "$T/sig.out"
+[ "$r" = 0 ] || sed "s/^/    out: /" "$T/sig.out" | head -3
+[ "$r" = 0 ] || sed "s/^/    err: /" "$T/sig.err" | tail -8
 
 # ---- certificates made by ssh-keygen, good and bad, and a tampered one ----
 cp "$A/node.key.pub" "$T/kg.pub"

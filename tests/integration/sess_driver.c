@@ -5,11 +5,13 @@
  * usage: sess_driver HOST PORT HOSTKEY.pub KEY CERT USER COMMAND SIGNAL
  *   Connects (checking the server key equals HOSTKEY.pub), logs in with KEY + CERT, runs
  *   COMMAND without a pty, waits for its first output line, sends SIGNAL, then prints the
- *   output, and "exit-status N" or "exit-signal NAME". Exit 0 when all of this happened. */
+ *   output, and "exit-status N" or "exit-signal NAME". Exit 0 when all of this happened.
+ *   Each step is also logged on stderr with a monotonic time stamp. */
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <libssh/callbacks.h>
 #include <libssh/libssh.h>
@@ -63,6 +65,15 @@ static void run_free(struct run *x)
     }
 }
 
+/* Progress on stderr with a monotonic time stamp, so a run that a timeout ends shows where
+ * it stopped. */
+static void step(const char *what)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    fprintf(stderr, "%lld.%03ld %s\n", (long long)t.tv_sec, t.tv_nsec / 1000000, what);
+}
+
 /* Connect, check the host key, log in with the certificate, run the command and signal it.
  * Returns the exit status for main. */
 static int run(struct run *x, char **argv)
@@ -79,6 +90,7 @@ static int run(struct run *x, char **argv)
     if (ssh_connect(x->s) != SSH_OK) {
         return fail("connect", x->s);
     }
+    step("connected");
     if (ssh_pki_import_pubkey_file(argv[3], &x->want) != SSH_OK ||
         ssh_get_server_publickey(x->s, &x->got) != SSH_OK ||
         ssh_key_cmp(x->want, x->got, SSH_KEY_CMP_PUBLIC) != 0) {
@@ -92,6 +104,7 @@ static int run(struct run *x, char **argv)
     if (ssh_userauth_publickey(x->s, NULL, x->priv) != SSH_AUTH_SUCCESS) {
         return fail("authentication", x->s);
     }
+    step("logged in");
     x->ch = ssh_channel_new(x->s);
     struct result res = {-1, ""};
     struct ssh_channel_callbacks_struct cb;
@@ -105,6 +118,7 @@ static int run(struct run *x, char **argv)
         ssh_channel_request_exec(x->ch, argv[7]) != SSH_OK) {
         return fail("session", x->s);
     }
+    step("command sent");
     char out[4096];
     size_t n = 0;
     bool signalled = false;
@@ -120,14 +134,17 @@ static int run(struct run *x, char **argv)
                 return fail("signal", x->s);
             }
             signalled = true;
+            step("signal sent");
         }
         if (r == 0 && ssh_channel_is_eof(x->ch)) {
+            step("end of output");
             break;
         }
     }
     /* Let the exit request and CLOSE arrive: reads return at once after EOF, but this
      * processes packets until the exit status or CLOSE (libssh 0.10). */
     (void)ssh_channel_get_exit_status(x->ch);
+    step("exit report");
     fputs(out, stdout);
     if (res.signal[0] != '\0') {
         printf("exit-signal %s\n", res.signal);
