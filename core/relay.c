@@ -35,9 +35,16 @@ static void finish(struct km_relay *r, int err)
         r->next->prev = r->prev;
     }
     g_n_relays--;
-    /* Streams that were shut down flush their queue and EOF before closing. */
-    km_stream_close(r->a);
-    km_stream_close(r->b);
+    /* Streams that were shut down flush their queue and EOF before closing. After a failure
+     * on either side both are aborted instead: the far ends see a reset, not a clean end
+     * (a client must not take a transfer cut short for a whole one). */
+    if (err != 0) {
+        km_stream_abort(r->a);
+        km_stream_abort(r->b);
+    } else {
+        km_stream_close(r->a);
+        km_stream_close(r->b);
+    }
     if (r->done != NULL) {
         r->done(r->arg, err, r->a_to_b, r->b_to_a);
     }

@@ -12,7 +12,8 @@
  *   - read_start()/read_stop() toggle on_data delivery; while stopped the transport applies
  *     backpressure to the far end (TCP window, SSH channel window).
  *   - shutdown() sends EOF after the queued bytes; close() drops everything and frees the
- *     stream later (never inside the call). After close() no callback fires.
+ *     stream later (never inside the call); abort() does the same and tells the far end it
+ *     was an error (TCP: RST). After close() or abort() no callback fires.
  *   - Callbacks never fire synchronously from inside write()/read_start()/shutdown(); an
  *     implementation defers them to the loop. on_end fires once: err 0 for a clean EOF from
  *     the far end, negative on error or reset. */
@@ -36,6 +37,9 @@ struct km_stream_ops {
     void (*read_stop)(struct km_stream *s);
     void (*shutdown)(struct km_stream *s);
     void (*close)(struct km_stream *s);
+    /* Optional: close, telling the far end this is an error and not an end (TCP: a reset,
+     * queued bytes dropped). NULL: the same as close. */
+    void (*abort)(struct km_stream *s);
     /* One line describing the stream for logs ("tcp 127.0.0.1:5000", "chan 3 peer abcd..."). */
     const char *(*describe)(const struct km_stream *s);
 };
@@ -79,6 +83,19 @@ static inline void km_stream_close(struct km_stream *s)
 {
     if (s != NULL) {
         s->ops->close(s);
+    }
+}
+
+/* Close after a failure elsewhere: the far end sees an error (a TCP reset) rather than a
+ * clean end, so a transfer cut short cannot pass for a complete one. */
+static inline void km_stream_abort(struct km_stream *s)
+{
+    if (s != NULL) {
+        if (s->ops->abort != NULL) {
+            s->ops->abort(s);
+        } else {
+            s->ops->close(s);
+        }
     }
 }
 

@@ -43,6 +43,7 @@ struct uvs {
     bool shut_done;
     bool closing;
     bool released;
+    bool reset; /* abort: close the TCP socket with RST */
     char desc[96];
 };
 
@@ -96,7 +97,13 @@ static void release(struct uvs *u)
     u->released = true;
     u->closing = true;
     u->pending_closes++; /* guard: nothing frees u before this function returns */
-    close_handle(u, &u->in.handle);
+    /* A reset is refused once a shutdown was requested: a plain close then. */
+    if (u->reset && u->in.handle.type == UV_TCP && !u->shut_requested &&
+        !uv_is_closing(&u->in.handle) && uv_tcp_close_reset(&u->in.tcp, on_handle_closed) == 0) {
+        u->pending_closes++;
+    } else {
+        close_handle(u, &u->in.handle);
+    }
     if (u->out != &u->in.stream) {
         close_handle(u, &u->out_h.handle);
     }
@@ -273,6 +280,21 @@ static void op_close(struct km_stream *s)
     release(u);
 }
 
+static void op_abort(struct km_stream *s)
+{
+    struct uvs *u = (struct uvs *)s;
+    if (u->closing) {
+        return;
+    }
+    u->closing = true;
+    if (u->reading) {
+        uv_read_stop(&u->in.stream);
+        u->reading = false;
+    }
+    u->reset = true;
+    release(u);
+}
+
 static const char *op_describe(const struct km_stream *s)
 {
     return ((const struct uvs *)s)->desc;
@@ -285,6 +307,7 @@ static const struct km_stream_ops uvs_ops = {
     .read_stop = op_read_stop,
     .shutdown = op_shutdown,
     .close = op_close,
+    .abort = op_abort,
     .describe = op_describe,
 };
 

@@ -1,6 +1,7 @@
 /* km_uvstream and km_relay on a real loop over loopback TCP: a client pushes 16 MiB through
  * a relaying proxy to an echo server and reads it back while writing (so backpressure is
- * exercised both ways); connect errors are reported; every handle is closed at the end. */
+ * exercised both ways); a server's reset reaches the client as a reset, not an EOF; connect
+ * errors are reported; every handle is closed at the end. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -8,7 +9,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -39,8 +42,15 @@ struct fix {
 
 /* ---- echo server: each accepted stream writes back what it reads ---- */
 
+/* test_relay_abort: the server aborts its stream at the first bytes instead of echoing. */
+static bool g_server_aborts;
+
 static void echo_data(struct km_stream *s, const uint8_t *d, size_t n)
 {
+    if (g_server_aborts) {
+        km_stream_abort(s);
+        return;
+    }
     assert_int_equal(km_stream_write(s, d, n), 0);
     if (km_stream_write_queue(s) > KM_STREAM_HIGH_WATER) {
         km_stream_read_stop(s);
@@ -160,6 +170,30 @@ static int run_client(int port)
     return got == TOTAL + 5;
 }
 
+/* The client of test_relay_abort: write a byte and read; the reset must come back as an
+ * error (a clean EOF would let a cut transfer pass for a whole one). The proxy sends HELLO
+ * upstream as soon as it connects, so the reset may already be there for the write. */
+static int run_abort_client(int port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in sa = {.sin_family = AF_INET,
+                             .sin_port = htons((uint16_t)port),
+                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    struct timeval tv = {.tv_sec = 20};
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0 ||
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv) != 0) {
+        return 0;
+    }
+    ssize_t n = send(fd, "x", 1, MSG_NOSIGNAL);
+    if (n == 1) {
+        uint8_t buf[64];
+        n = recv(fd, buf, sizeof buf, 0);
+    }
+    int e = errno;
+    close(fd);
+    return n < 0 && (e == ECONNRESET || e == EPIPE);
+}
+
 static void on_child_done(uv_poll_t *h, int status, int events)
 {
     (void)status;
@@ -180,38 +214,58 @@ static int port_of(uv_tcp_t *t)
     return ntohs(sa.sin_port);
 }
 
-static void test_relay_bulk(void **state)
+/* Listeners, then a child process running client(port of the proxy); runs the loop until
+ * the child reported, and returns its verdict. */
+static void run_with_client(struct fix *f, int (*client)(int port))
 {
-    (void)state;
-    struct fix f = {0};
-    assert_int_equal(uv_loop_init(&f.loop), 0);
+    assert_int_equal(uv_loop_init(&f->loop), 0);
     struct sockaddr_in any;
     uv_ip4_addr("127.0.0.1", 0, &any);
     assert_int_equal(
-        km_uvstream_listen_tcp(&f.loop, (struct sockaddr *)&any, 16, on_echo_conn, &f, &f.echo_l),
+        km_uvstream_listen_tcp(&f->loop, (struct sockaddr *)&any, 16, on_echo_conn, f, &f->echo_l),
         0);
-    assert_int_equal(
-        km_uvstream_listen_tcp(&f.loop, (struct sockaddr *)&any, 16, on_proxy_conn, &f, &f.proxy_l),
-        0);
-    f.echo_port = port_of(f.echo_l);
-    f.proxy_port = port_of(f.proxy_l);
+    assert_int_equal(km_uvstream_listen_tcp(&f->loop, (struct sockaddr *)&any, 16, on_proxy_conn, f,
+                                            &f->proxy_l),
+                     0);
+    f->echo_port = port_of(f->echo_l);
+    f->proxy_port = port_of(f->proxy_l);
     int pfd[2];
     assert_int_equal(pipe(pfd), 0);
     pid_t child = fork();
     assert_true(child >= 0);
     if (child == 0) {
-        uint8_t ok = (uint8_t)run_client(f.proxy_port);
+        uint8_t ok = (uint8_t)client(f->proxy_port);
         _exit(write(pfd[1], &ok, 1) == 1 ? 0 : 1);
     }
     close(pfd[1]);
-    f.result_fd = pfd[0];
-    assert_int_equal(uv_poll_init(&f.loop, &f.done, pfd[0]), 0);
-    f.done.data = &f;
-    assert_int_equal(uv_poll_start(&f.done, UV_READABLE, on_child_done), 0);
-    assert_int_equal(uv_run(&f.loop, UV_RUN_DEFAULT), 0);
+    f->result_fd = pfd[0];
+    assert_int_equal(uv_poll_init(&f->loop, &f->done, pfd[0]), 0);
+    f->done.data = f;
+    assert_int_equal(uv_poll_start(&f->done, UV_READABLE, on_child_done), 0);
+    assert_int_equal(uv_run(&f->loop, UV_RUN_DEFAULT), 0);
     int wst;
     assert_int_equal(waitpid(child, &wst, 0), child);
     close(pfd[0]);
+}
+
+static void test_relay_abort(void **state)
+{
+    (void)state;
+    struct fix f = {0};
+    g_server_aborts = true;
+    run_with_client(&f, run_abort_client);
+    g_server_aborts = false;
+    assert_true(f.client_ok);
+    assert_int_equal(f.relays_done, 1);
+    assert_true(f.relay_err < 0); /* the server's reset ended the relay */
+    assert_int_equal(uv_loop_close(&f.loop), 0);
+}
+
+static void test_relay_bulk(void **state)
+{
+    (void)state;
+    struct fix f = {0};
+    run_with_client(&f, run_client);
     assert_true(f.client_ok);
     assert_int_equal(f.relays_done, 1);
     assert_int_equal(f.relay_err, 0);
@@ -263,6 +317,7 @@ int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_relay_bulk),
+        cmocka_unit_test(test_relay_abort),
         cmocka_unit_test(test_connect_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
