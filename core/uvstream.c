@@ -258,16 +258,25 @@ static void on_linger_timeout(uv_timer_t *t)
     release(u);
 }
 
-static void op_close(struct km_stream *s)
+/* The start of close and abort: no more callbacks. False if the stream is closing already. */
+static bool begin_close(struct uvs *u)
 {
-    struct uvs *u = (struct uvs *)s;
     if (u->closing) {
-        return;
+        return false;
     }
     u->closing = true;
     if (u->reading) {
         uv_read_stop(&u->in.stream);
         u->reading = false;
+    }
+    return true;
+}
+
+static void op_close(struct km_stream *s)
+{
+    struct uvs *u = (struct uvs *)s;
+    if (!begin_close(u)) {
+        return;
     }
     if (u->shut_requested && !u->shut_done && u->has_timer) {
         /* Let the queued bytes and the EOF go out, bounded by the linger time. */
@@ -283,13 +292,8 @@ static void op_close(struct km_stream *s)
 static void op_abort(struct km_stream *s)
 {
     struct uvs *u = (struct uvs *)s;
-    if (u->closing) {
+    if (!begin_close(u)) {
         return;
-    }
-    u->closing = true;
-    if (u->reading) {
-        uv_read_stop(&u->in.stream);
-        u->reading = false;
     }
     u->reset = true;
     release(u);
